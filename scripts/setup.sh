@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up on a fresh Debian/Ubuntu machine.
+#   scripts/setup.sh demo   -> Python env with edge+server (the demo falls back to an embedded broker)
+#   scripts/setup.sh test   -> also Mosquitto, ffmpeg (RTSP tests) and Chromium (browser tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-demo}"
+
+apt_install() {
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  echo "setup: installing Debian packages: $*" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [ "$mode" = test ]; then
+  need=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.turnout-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  extras="edge,server"
+  if [ "$mode" = test ]; then extras="edge,server,dev"; fi
+  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  touch "$stamp"
+fi
+
+# Dashboard libraries come from the npm registry and are served by the server itself (no CDN).
+if [ -f server/dashboard/package.json ] && [ ! -d server/dashboard/static/vendor ]; then
+  if command -v npm >/dev/null 2>&1; then
+    (cd server/dashboard && npm ci --silent --no-audit --no-fund && npm run --silent vendor)
+  else
+    echo "setup: npm not found; install Node.js to build the dashboard's vendored libraries" >&2
+    exit 1
+  fi
+fi

@@ -1,0 +1,112 @@
+"""Fixtures shared by the whole suite: real data in ../shared, real Mosquitto brokers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from turnout.paths import shared_dir
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The real models and data (`TURNOUT_SHARED`, set by .ci/run and scripts/test.sh)."""
+    path = shared_dir()
+    if path is None or not (path / "models").is_dir():
+        pytest.fail("real data not found: set TURNOUT_SHARED to the shared/ folder (see README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path(shared: Path) -> Path:
+    return shared / "models" / "yolo11n-recon.onnx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Broker:
+    """A real Mosquitto this test owns: it can be stopped and started again on the same port."""
+
+    host: str
+    port: int
+    workdir: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {self.workdir}/\nmax_queued_messages 100000\n"
+        )
+        log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while not port_open(self.host, self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not start; see {self.workdir / 'mosquitto.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A private Mosquitto on a free port, for fault injection (kill / restart)."""
+    broker = Broker("127.0.0.1", free_port(), tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def system_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The machine's Mosquitto at 127.0.0.1:1883 when it runs, otherwise one started for the session."""
+    host, port = os.environ.get("TURNOUT_TEST_MQTT", "127.0.0.1:1883").split(":")
+    if port_open(host, int(port)):
+        yield Broker(host, int(port), tmp_path_factory.mktemp("mqtt"))
+        return
+    broker = Broker("127.0.0.1", free_port(), tmp_path_factory.mktemp("mqtt"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def venue_id() -> str:
+    """A venue id no other test (or earlier run) uses, so topics never collide on a shared broker."""
+    return f"t{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,47 @@
+"""The one `turnout` command; each package contributes its own subcommands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from edge.cli import app as edge_app
+from models.cli import app as models_app
+from server.cli import register as register_server
+
+app = typer.Typer(
+    name="turnout",
+    help="Turnout: live crowd counts from arena cameras, attendance against registrations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(edge_app, name="edge", help="Run, check and calibrate an edge device.")
+app.add_typer(models_app, name="models", help="Fetch and export detection models.")
+register_server(app)
+
+
+@app.command()
+def demo(
+    video: str = typer.Option(None, help="Your own video for the real edge (default: shared vtest.avi)."),
+    speed: float = typer.Option(60.0, help="Time compression of the simulated event (60 = 1 h in 1 min)."),
+    port: int = typer.Option(8000, help="Dashboard/API port."),
+    duration: float = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
+) -> None:
+    """Bring up a whole venue: broker, server, a real edge and a simulated arena."""
+    from turnout.demo import run_demo
+
+    raise SystemExit(run_demo(video=video, speed=speed, port=port, duration=duration))
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

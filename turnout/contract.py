@@ -1,0 +1,264 @@
+"""The MQTT contract between Turnout edge devices, the server and organizers (version 1).
+
+This module is the single source of truth for topics and payloads; edge and server both import it.
+`docs/mqtt.md` documents it and `docs/mqtt-v1.schema.json` is generated from these models
+(`python -m turnout.contract > docs/mqtt-v1.schema.json`; a test checks they agree).
+
+Topics (``{venue}`` and ``{camera}`` are ids: ``[A-Za-z0-9_-]{1,64}``):
+
+====================================================  =====  ======  ===========================
+topic                                                 QoS    retain  publisher -> subscriber
+====================================================  =====  ======  ===========================
+``turnout/v1/{venue}/{camera}/occupancy``             1      no      edge -> server
+``turnout/v1/{venue}/{camera}/status``                1      yes     edge (and its last will)
+``turnout/v1/{venue}/alerts/{kind}``                  1      yes     server -> organizers
+``turnout/v1/{venue}/{camera}/cmd/snapshot``          1      no      server -> edge
+``turnout/v1/{venue}/{camera}/snapshot``              1      no      edge -> server (JPEG, once)
+``turnout/v1/{venue}/{camera}/layout``                1      yes     server -> edge (new zones)
+``turnout/v1/{venue}/{camera}/layout/result``         1      no      edge -> server
+====================================================  =====  ======  ===========================
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+VERSION = 1
+PREFIX = f"turnout/v{VERSION}"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_PAYLOAD_BYTES = 64 * 1024
+"""Occupancy/status/alert payloads larger than this are rejected unread (snapshots excepted)."""
+
+QOS = 1
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="Identifier: letters, digits, '_' or '-'.")]
+_ID_RE = re.compile(ID_PATTERN)
+
+
+# --------------------------------------------------------------------------------------------- topics
+def occupancy_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/occupancy"
+
+
+def status_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/status"
+
+
+def alert_topic(venue: str, kind: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/alerts/{_check_id(kind)}"
+
+
+def snapshot_request_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/cmd/snapshot"
+
+
+def snapshot_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/snapshot"
+
+
+def layout_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/layout"
+
+
+def layout_result_topic(venue: str, camera: str) -> str:
+    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/layout/result"
+
+
+# Subscription filters for the server.
+OCCUPANCY_FILTER = f"{PREFIX}/+/+/occupancy"
+STATUS_FILTER = f"{PREFIX}/+/+/status"
+SNAPSHOT_FILTER = f"{PREFIX}/+/+/snapshot"
+LAYOUT_RESULT_FILTER = f"{PREFIX}/+/+/layout/result"
+
+_TOPIC_RE = re.compile(
+    r"^turnout/v1/(?P<venue>[A-Za-z0-9_-]{1,64})/(?P<camera>[A-Za-z0-9_-]{1,64})/(?P<kind>occupancy|status|snapshot|layout/result|layout|cmd/snapshot)$"
+)
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Split a camera topic into ``(venue, camera, kind)``; raise ``ValueError`` if it is not one."""
+    m = _TOPIC_RE.match(topic)
+    if not m:
+        raise ValueError(f"not a Turnout v1 camera topic: {topic!r}")
+    return m["venue"], m["camera"], m["kind"]
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError(f"invalid id {value!r}: use 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+# ------------------------------------------------------------------------------------------- payloads
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SectionCount(_Payload):
+    """One seating section as seen by one camera in one analysed frame (after hysteresis)."""
+
+    id: Id
+    seats: int = Field(ge=0, le=1_000_000, description="Seats in the section (from the edge config).")
+    occupied: int = Field(ge=0, le=1_000_000, description="Occupied seats; never more than `seats`.")
+    people: int = Field(ge=0, le=1_000_000, description="Persons seen in the section, standing included.")
+
+    @model_validator(mode="after")
+    def _occupied_within_seats(self) -> SectionCount:
+        if self.occupied > self.seats:
+            raise ValueError(f"section {self.id}: occupied {self.occupied} exceeds seats {self.seats}")
+        return self
+
+
+class Processing(_Payload):
+    """How the numbers were produced, for operators and for the server's health view."""
+
+    fps: float = Field(ge=0, le=10_000, description="Analysed frames per second over the last interval.")
+    latency_ms: float = Field(ge=0, le=3_600_000, description="Capture-to-count latency of this frame.")
+    frames: int = Field(ge=0, description="Frames analysed since the edge started.")
+    tiles: int = Field(ge=1, le=4096, default=1, description="Detector tiles per analysed frame.")
+    dropped: int = Field(ge=0, default=0, description="Messages dropped by the store-and-forward bound.")
+
+
+class Occupancy(_Payload):
+    """Payload of ``turnout/v1/{venue}/{camera}/occupancy``."""
+
+    v: Literal[1] = 1
+    venue: Id
+    camera: Id
+    seq: int = Field(ge=0, description="Strictly increasing per camera, survives edge restarts.")
+    ts: datetime = Field(description="Time of the analysed frame, UTC, ISO 8601.")
+    sections: list[SectionCount] = Field(max_length=1000)
+    model: str = Field(max_length=128, description="Detector model name.")
+    processing: Processing
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("ts must carry the UTC offset (…Z or +00:00)")
+        return ts
+
+    @model_validator(mode="after")
+    def _unique_sections(self) -> Occupancy:
+        ids = [s.id for s in self.sections]
+        if len(ids) != len(set(ids)):
+            raise ValueError("section ids must be unique within one message")
+        return self
+
+
+class CameraState(StrEnum):
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    OFFLINE = "offline"
+
+
+class Status(_Payload):
+    """Payload of ``turnout/v1/{venue}/{camera}/status`` (retained; ``offline`` is the last will)."""
+
+    v: Literal[1] = 1
+    venue: Id
+    camera: Id
+    state: CameraState
+    ts: datetime
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class AlertKind(StrEnum):
+    OVERFLOW_DECISION = "overflow_decision"
+    SECTION_OVER_CAPACITY = "section_over_capacity"
+    CAMERA_STALE = "camera_stale"
+    CAMERA_OFFLINE = "camera_offline"
+
+
+class Alert(_Payload):
+    """Payload of ``turnout/v1/{venue}/alerts/{kind}`` (retained, published by the server)."""
+
+    v: Literal[1] = 1
+    id: str = Field(max_length=128, description="Stable id: the same alert is never re-sent under a new id.")
+    venue: Id
+    event: str | None = Field(default=None, max_length=64)
+    kind: AlertKind
+    state: str = Field(max_length=64, description="e.g. cancel_overflow, overflow_needed, active, cleared")
+    severity: Literal["info", "warning", "critical"]
+    ts: datetime
+    message: str = Field(max_length=2000, description="Human-readable summary for organizers.")
+    figures: dict[str, float | int | str | None] = Field(default_factory=dict, description="Numbers behind it.")
+
+
+class SnapshotRequest(_Payload):
+    v: Literal[1] = 1
+    request_id: str = Field(max_length=64)
+    draw: bool = Field(default=True, description="Draw sections, seats and detections on the image.")
+
+
+class LayoutResult(_Payload):
+    v: Literal[1] = 1
+    venue: Id
+    camera: Id
+    ok: bool
+    ts: datetime
+    errors: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- decoding
+class PayloadError(ValueError):
+    """A message that does not follow the contract; the text says what is wrong."""
+
+
+def decode(model: type[_Payload], raw: bytes) -> Any:
+    """Parse and validate one payload; raise `PayloadError` naming the problem."""
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"payload is not UTF-8: {exc}") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise PayloadError(f"payload is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValueError as exc:
+        raise PayloadError(f"{model.__name__} payload invalid: {exc}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed in Turnout payloads")
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of every v1 payload, keyed by message name."""
+    schemas = {
+        name: model.model_json_schema()
+        for name, model in {
+            "occupancy": Occupancy,
+            "status": Status,
+            "alert": Alert,
+            "snapshot_request": SnapshotRequest,
+            "layout_result": LayoutResult,
+        }.items()
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://turnout.invalid/schema/mqtt-v1.json",
+        "title": "Turnout MQTT contract v1",
+        "$defs": schemas,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
