@@ -1,7 +1,262 @@
-"""`turnout edge ...` commands."""
+"""`turnout edge run | check | snapshot | calibrate`.
+
+User errors (bad config, missing model, unreadable video, unknown broker host) print one clear message
+and exit with code 2. Heavy imports (OpenCV, onnxruntime) happen inside the commands.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
 import typer
 
+if TYPE_CHECKING:
+    from edge.config import CameraConfig, EdgeConfig
+    from edge.detector import Detector
+
 app = typer.Typer(no_args_is_help=True)
+log = logging.getLogger("turnout.edge")
+
+ConfigOpt = typer.Option(..., "--config", "-c", help="Edge YAML config (see deploy/edge-vtest.yaml).")
+ModelOpt = typer.Option(None, "--model", "-m", help="Model name or .onnx path (default: config, TURNOUT_MODEL, models/).")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print an error for the operator and exit (2 = the user's input is wrong)."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _load(config: Path) -> EdgeConfig:
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _detector(cfg: EdgeConfig, model: str | None) -> Detector:
+    from edge.detector import Detector, ModelError
+    from turnout.paths import ModelNotFoundError, resolve_model
+
+    try:
+        path = resolve_model(model or cfg.model.path)
+        return Detector(path, threads=cfg.model.threads)
+    except (ModelNotFoundError, ModelError) as exc:
+        fail(str(exc))
+
+
+def _check_broker(cfg: EdgeConfig, strict: bool) -> None:
+    """Unknown host: a config error (exit 2). Refused/timeout: exit 2 if strict, else warn and spool."""
+    from edge.publisher import BrokerUnreachable, check_reachable
+
+    try:
+        check_reachable(cfg.mqtt, timeout=3.0)
+    except BrokerUnreachable as exc:
+        if strict or getattr(exc, "permanent", False):
+            fail(str(exc))
+        typer.secho(
+            f"warning: {exc}. Counts are kept in the on-disk queue ({cfg.state_dir}) and sent when it is back.",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+
+
+@app.command()
+def run(
+    config: Path = ConfigOpt,
+    model: str = ModelOpt,
+    duration: float = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    require_broker: bool = typer.Option(False, help="Exit (code 2) if the broker is unreachable at start."),
+) -> None:
+    """Count people on every camera and publish seat occupancy over MQTT until stopped."""
+    from edge.pipeline import EdgeRunner
+    from edge.sources import SourceError, probe
+
+    cfg = _load(config)
+    detector = _detector(cfg, model)
+    for cam in cfg.cameras:
+        if cam.source_kind == "file":
+            try:
+                probe(cam)
+            except SourceError as exc:
+                fail(str(exc))
+    _check_broker(cfg, strict=require_broker)
+    runner = EdgeRunner(cfg, detector)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        runner.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "edge %s/%s: %d camera(s), model %s, broker %s",
+        cfg.venue,
+        cfg.device,
+        len(cfg.cameras),
+        detector.name,
+        cfg.mqtt.url,
+    )
+    raise typer.Exit(runner.run(duration))
+
+
+@app.command()
+def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
+    """Validate the config, open every source, load the model and reach the broker; print a summary."""
+    from edge.sources import SourceError, probe
+    from edge.zones import Layout
+
+    cfg = _load(config)
+    detector = _detector(cfg, model)
+    typer.echo(f"config   {config}: venue {cfg.venue}, device {cfg.device}, {len(cfg.cameras)} camera(s)")
+    typer.echo(f"model    {detector.name} input {detector.input_size[1]}x{detector.input_size[0]}")
+    problems = 0
+    for cam in cfg.cameras:
+        try:
+            image, fps = probe(cam)
+        except SourceError as exc:
+            typer.secho(f"camera   {cam.id}: FAILED {exc}", fg=typer.colors.RED)
+            problems += 1
+            continue
+        h, w = image.shape[:2]
+        layout = Layout(cam, w, h)
+        counts = layout.count(detector.detect(image, cam.detect))
+        seats = sum(s.seats for s in cam.sections)
+        people = sum(t.people for t in counts.values())
+        typer.echo(
+            f"camera   {cam.id}: {cam.source_kind} {w}x{h} @ {fps:.1f} fps, analyse {cam.analysis_fps} fps, "
+            f"{len(cam.sections)} sections / {seats} seats, mode {cam.detect.mode}, "
+            f"{people} people in sections on the first frame ({detector.last_timing.get('inference', 0):.0f} ms)"
+        )
+    from edge.publisher import BrokerUnreachable, check_reachable
+
+    try:
+        check_reachable(cfg.mqtt, timeout=3.0)
+        typer.echo(f"broker   {cfg.mqtt.url}: reachable")
+    except BrokerUnreachable as exc:
+        typer.secho(f"broker   FAILED {exc}", fg=typer.colors.RED)
+        problems += 1
+    if problems:
+        fail(f"{problems} problem(s) found")
+    typer.secho("ok", fg=typer.colors.GREEN)
+
+
+def _frames_for(cam: CameraConfig, count: int) -> list:
+    """`count` frames spread over a video file, or consecutive analysis frames of a stream."""
+    import threading
+
+    import cv2
+
+    from edge.sources import FrameSource, SourceError, open_capture
+
+    if cam.source_kind == "file":
+        cap = open_capture(cam)
+        try:
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+            frames = []
+            step = max(1, total // count)
+            for i in range(0, total, step):
+                cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                ok, img = cap.read()
+                if ok:
+                    frames.append(img)
+                if len(frames) >= count:
+                    break
+        finally:
+            cap.release()
+    else:
+        stop = threading.Event()
+        frames = []
+        for frame in FrameSource(cam, stop).frames():
+            frames.append(frame.image)
+            if len(frames) >= count:
+                stop.set()
+                break
+    if not frames:
+        raise SourceError(f"camera {cam.id}: no frame could be read from {cam.source}")
+    return frames
+
+
+@app.command()
+def snapshot(
+    config: Path = ConfigOpt,
+    camera: str = typer.Option(..., "--camera", help="Camera id."),
+    out: Path = typer.Option(..., "--out", help="Output JPEG/PNG file."),
+    model: str = ModelOpt,
+    detections: bool = typer.Option(True, help="Draw person boxes too."),
+) -> None:
+    """Save one frame with sections, seats and detections drawn on it (for drawing zones)."""
+    import cv2
+
+    from edge.config import ConfigError
+    from edge.overlay import draw_overlay
+    from edge.sources import SourceError
+    from edge.zones import Layout
+
+    cfg = _load(config)
+    try:
+        cam = cfg.camera(camera)
+        image = _frames_for(cam, 1)[0]
+    except (ConfigError, SourceError) as exc:
+        fail(str(exc))
+    dets = _detector(cfg, model).detect(image, cam.detect) if detections else None
+    tallies = Layout(cam, image.shape[1], image.shape[0]).count(dets) if dets is not None else None
+    if not cv2.imwrite(str(out), draw_overlay(image, cam, dets, tallies)):
+        fail(f"cannot write image {out} (check the folder exists and the extension is .jpg or .png)")
+    typer.echo(f"wrote {out} ({image.shape[1]}x{image.shape[0]})")
+
+
+@app.command()
+def calibrate(
+    config: Path = ConfigOpt,
+    camera: str = typer.Option(..., "--camera", help="Camera id."),
+    count: int = typer.Option(None, "--count", min=0, help="People you counted by hand in the sections."),
+    points: Path = typer.Option(None, "--points", help="JSON/CSV of head points clicked on a snapshot."),
+    frames: int = typer.Option(8, "--frames", min=1, max=200, help="Frames sampled from the source."),
+    model: str = ModelOpt,
+    write: bool = typer.Option(True, help="Write the best setting into the config file."),
+) -> None:
+    """Search threshold, tile size and scale so this camera's count matches a manual count."""
+    from edge.calibrate import load_points, search
+    from edge.config import ConfigError
+    from edge.sources import SourceError
+
+    if (count is None) == (points is None):
+        fail("give exactly one of --count N or --points FILE")
+    cfg = _load(config)
+    try:
+        cam = cfg.camera(camera)
+        sample = _frames_for(cam, frames)
+        target = count if count is not None else load_points(points)
+    except (ConfigError, SourceError, ValueError, OSError) as exc:
+        fail(str(exc))
+    detector = _detector(cfg, model)
+    result = search(detector, sample, cam, target)
+    typer.echo(result.report() if hasattr(result, "report") else str(result))
+    typer.echo(f"error before: {result.error_before:.2f}  after: {result.error_after:.2f} (mean |count - target|)")
+    if write and result.best != cam.detect:
+        _write_detect(config, camera, result.best.model_dump(mode="json"))
+        typer.echo(f"updated cameras[{camera}].detect in {config}")
+    elif write:
+        typer.echo("current setting is already the best found; config unchanged")
+
+
+def _write_detect(path: Path, camera_id: str, detect: dict) -> None:
+    """Replace one camera's `detect` block, keeping the file's comments and layout (ruamel.yaml)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    data = yaml.load(path.read_text())
+    for cam in data["cameras"]:
+        if cam["id"] == camera_id:
+            cam["detect"] = detect
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as fh:
+        yaml.dump(data, fh)
+    tmp.replace(path)

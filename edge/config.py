@@ -1,0 +1,300 @@
+"""The edge device's single YAML config, validated with pydantic.
+
+`load_config(path)` returns an `EdgeConfig` or raises `ConfigError`, whose message names the file,
+the field and what was expected. See deploy/edge-vtest.yaml and deploy/edge-classroom.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from turnout.contract import ID_PATTERN
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Point = tuple[float, float]
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used; ``str(err)`` is the message to show the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# ------------------------------------------------------------------------------------------------ MQTT
+class TlsConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="Skip hostname verification (testing only).")
+
+
+class QueueConfig(_Strict):
+    """Store-and-forward bound: messages kept on disk while the broker is unreachable."""
+
+    max_messages: int = Field(100_000, ge=10)
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+
+class MqttConfig(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    client_id_prefix: str = "turnout-edge"
+    username: str | None = None
+    password_env: str | None = Field(None, description="Name of the environment variable with the password.")
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    interval_s: float = Field(5.0, gt=0, le=3600, description="Publish at least this often.")
+    min_change: int = Field(1, ge=1, description="Publish at once when a section changes by this much.")
+    queue: QueueConfig = QueueConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss") or not u.hostname:
+            raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        return url
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlparse(self.url)
+        return u.port or (8883 if u.scheme in ("mqtts", "ssl", "wss") else 1883)
+
+    @property
+    def use_tls(self) -> bool:
+        return urlparse(self.url).scheme in ("mqtts", "ssl", "wss") or self.tls is not None
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return self.password_file.read_text().strip()
+        return None
+
+
+# -------------------------------------------------------------------------------------------- detector
+class ModelConfig(_Strict):
+    path: str | None = Field(None, description="Model name or .onnx path; default: --model, TURNOUT_MODEL, models/.")
+    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads.")
+
+
+class TileConfig(_Strict):
+    """High-resolution tiling: the frame is upscaled by `scale`, cut into overlapping `size` tiles."""
+
+    size: int = Field(640, ge=160, le=4096, description="Tile side in pixels of the scaled frame (model input).")
+    overlap: float = Field(0.2, ge=0.0, lt=0.9, description="Fraction of a tile shared with its neighbour.")
+    scale: float = Field(3.0, gt=0.1, le=8.0, description="Upscale factor applied to the frame before tiling.")
+    full_frame: bool = Field(False, description="Also run one full-frame pass (catches people larger than a tile).")
+
+
+class DetectConfig(_Strict):
+    mode: Literal["full", "tiled"] = "full"
+    conf: float = Field(0.25, gt=0.0, lt=1.0)
+    iou: float = Field(0.7, gt=0.0, le=1.0)
+    max_det: int = Field(300, ge=1, le=10_000)
+    tiles: TileConfig = TileConfig()
+
+
+# ------------------------------------------------------------------------------------------ zones
+class Anchor(StrEnum):
+    """Which point of a person's box decides where the person is."""
+
+    BOTTOM_CENTER = "bottom_center"  # feet: standing crowds seen from the side
+    CENTER = "center"  # seated people seen from above/front: the torso
+    TOP_CENTER = "top_center"  # heads: tiered seating where lower bodies are hidden
+
+
+class Seat(_Strict):
+    id: Id
+    point: Point | None = None
+    polygon: list[Point] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Seat:
+        if (self.point is None) == (self.polygon is None):
+            raise ValueError("a seat needs exactly one of `point` or `polygon`")
+        if self.polygon is not None and len(self.polygon) < 3:
+            raise ValueError(f"seat polygon needs at least 3 points, got {len(self.polygon)}")
+        return self
+
+
+class Section(_Strict):
+    id: Id
+    seats: int = Field(ge=0, le=1_000_000)
+    polygon: list[Point]
+    seat_map: list[Seat] = Field(default_factory=list, description="Optional individual seats.")
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, polygon: list[Point]) -> list[Point]:
+        if len(polygon) < 3:
+            raise ValueError(f"polygon needs at least 3 points, got {len(polygon)}")
+        return polygon
+
+    @model_validator(mode="after")
+    def _seat_map(self) -> Section:
+        if self.seat_map and len(self.seat_map) > self.seats:
+            raise ValueError(f"seat_map lists {len(self.seat_map)} seats but seats is {self.seats}")
+        ids = [s.id for s in self.seat_map]
+        if len(ids) != len(set(ids)):
+            raise ValueError("seat ids must be unique within a section")
+        return self
+
+
+class Hysteresis(_Strict):
+    window: int = Field(5, ge=1, le=100, description="Analysis frames a section count is smoothed over (median).")
+    seat_on: int = Field(2, ge=1, le=100, description="Consecutive hits before a seat turns occupied.")
+    seat_off: int = Field(3, ge=1, le=100, description="Consecutive misses before a seat turns free.")
+
+
+class CameraConfig(_Strict):
+    id: Id
+    source: str | int = Field(description="Video file, rtsp://, http(s):// (MJPEG) URL, or USB index.")
+    loop: bool = Field(True, description="Video files: start again at the end.")
+    realtime: bool = Field(True, description="Video files: play at native speed (false: as fast as possible).")
+    analysis_fps: float = Field(2.0, gt=0, le=120, description="Frames analysed per second.")
+    reconnect_max_s: float = Field(10.0, ge=0.5, le=600, description="Cap of the reconnect backoff.")
+    coordinates: Literal["pixels", "normalized"] = "pixels"
+    anchor: Anchor = Anchor.BOTTOM_CENTER
+    detect: DetectConfig = DetectConfig()
+    sections: list[Section] = Field(min_length=1)
+    exclude: list[list[Point]] = Field(default_factory=list, description="Areas ignored (stage, aisles, screens).")
+    hysteresis: Hysteresis = Hysteresis()
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, areas: list[list[Point]]) -> list[list[Point]]:
+        for i, poly in enumerate(areas):
+            if len(poly) < 3:
+                raise ValueError(f"exclude[{i}] needs at least 3 points, got {len(poly)}")
+        return areas
+
+    @model_validator(mode="after")
+    def _checks(self) -> CameraConfig:
+        ids = [s.id for s in self.sections]
+        if len(ids) != len(set(ids)):
+            raise ValueError("section ids must be unique within a camera")
+        if self.coordinates == "normalized":
+            pts = [p for s in self.sections for p in s.polygon] + [p for a in self.exclude for p in a]
+            if any(not (0.0 <= c <= 1.0) for p in pts for c in p):
+                raise ValueError("normalized coordinates must lie within 0..1")
+        return self
+
+    @property
+    def source_kind(self) -> Literal["file", "rtsp", "http", "usb"]:
+        if isinstance(self.source, int) or str(self.source).isdigit():
+            return "usb"
+        scheme = urlparse(str(self.source)).scheme.lower()
+        if scheme in ("rtsp", "rtsps"):
+            return "rtsp"
+        if scheme in ("http", "https"):
+            return "http"
+        return "file"
+
+
+class EdgeConfig(_Strict):
+    venue: Id
+    device: Id = "edge"
+    state_dir: Path = Field(Path("var/edge"), description="Store-and-forward queue and seq counters.")
+    status_interval_s: float = Field(10.0, gt=0, description="Console status line period.")
+    mqtt: MqttConfig = MqttConfig()
+    model: ModelConfig = ModelConfig()
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> EdgeConfig:
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError("camera ids must be unique")
+        return self
+
+    def camera(self, camera_id: str) -> CameraConfig:
+        for cam in self.cameras:
+            if cam.id == camera_id:
+                return cam
+        raise ConfigError(f"no camera {camera_id!r} in config; cameras: {', '.join(c.id for c in self.cameras)}")
+
+
+# ------------------------------------------------------------------------------------------- loading
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid config ({exc.error_count()} problem{'s' * (exc.error_count() > 1)}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see deploy/edge-vtest.yaml for the format)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>", base_dir: Path | None = None) -> EdgeConfig:
+    """Validate already-parsed YAML/JSON data; relative file paths are taken from `base_dir`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from None
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        if mark := getattr(exc, "problem_mark", None):
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_config(data, str(path), base_dir=path.parent)
+
+
+def _resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
+    """Relative video files and state_dir are relative to the config file's folder; ${VAR} is expanded."""
+    cams = []
+    for cam in cfg.cameras:
+        src = cam.source
+        if cam.source_kind == "file":
+            expanded = Path(os.path.expandvars(str(src))).expanduser()
+            if not expanded.is_absolute():
+                expanded = (base / expanded).resolve()
+            src = str(expanded)
+        cams.append(cam.model_copy(update={"source": src}))
+    state = Path(os.path.expandvars(str(cfg.state_dir))).expanduser()
+    if not state.is_absolute():
+        state = (base / state).resolve()
+    return cfg.model_copy(update={"cameras": cams, "state_dir": state})
