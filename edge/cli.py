@@ -52,12 +52,18 @@ def _detector(cfg: EdgeConfig, model: str | None) -> Detector:
 
 def _check_broker(cfg: EdgeConfig, strict: bool) -> None:
     """Unknown host: a config error (exit 2). Refused/timeout: exit 2 if strict, else warn and spool."""
+    import socket
+
     from edge.publisher import BrokerUnreachable, check_reachable
 
     try:
+        socket.getaddrinfo(cfg.mqtt.host, cfg.mqtt.port)
+    except OSError as exc:
+        fail(f"MQTT broker host {cfg.mqtt.host}:{cfg.mqtt.port} cannot be resolved ({exc}); check mqtt.url in {cfg.venue}'s config")
+    try:
         check_reachable(cfg.mqtt, timeout=3.0)
     except BrokerUnreachable as exc:
-        if strict or getattr(exc, "permanent", False):
+        if strict:
             fail(str(exc))
         typer.secho(
             f"warning: {exc}. Counts are kept in the on-disk queue ({cfg.state_dir}) and sent when it is back.",

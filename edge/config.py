@@ -109,6 +109,15 @@ class TileConfig(_Strict):
     overlap: float = Field(0.2, ge=0.0, lt=0.9, description="Fraction of a tile shared with its neighbour.")
     scale: float = Field(3.0, gt=0.1, le=8.0, description="Upscale factor applied to the frame before tiling.")
     full_frame: bool = Field(False, description="Also run one full-frame pass (catches people larger than a tile).")
+    merge_iou: float = Field(
+        0.5, gt=0.0, le=1.0, description="Boxes from different tiles with this IoU are one person."
+    )
+    merge_ios: float = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="A box cut by a tile edge inside another tile's box by this share is a fragment.",
+    )
 
 
 class DetectConfig(_Strict):
@@ -177,7 +186,8 @@ class CameraConfig(_Strict):
     loop: bool = Field(True, description="Video files: start again at the end.")
     realtime: bool = Field(True, description="Video files: play at native speed (false: as fast as possible).")
     analysis_fps: float = Field(2.0, gt=0, le=120, description="Frames analysed per second.")
-    reconnect_max_s: float = Field(10.0, ge=0.5, le=600, description="Cap of the reconnect backoff.")
+    reconnect_max_s: float = Field(5.0, ge=0.5, le=600, description="Cap of the reconnect backoff.")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP: RTP over TCP (robust) or UDP.")
     coordinates: Literal["pixels", "normalized"] = "pixels"
     anchor: Anchor = Anchor.BOTTOM_CENTER
     detect: DetectConfig = DetectConfig()

@@ -24,8 +24,9 @@ from turnout.contract import CameraState
 
 log = logging.getLogger(__name__)
 
-# Streams over TCP (no lost UDP packets on busy networks) unless the operator says otherwise.
-os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+# OpenCV reads FFmpeg options from this variable when a capture opens; opens are serialised so each
+# camera gets its own RTSP transport.
+_OPEN_LOCK = threading.Lock()
 _OPEN_TIMEOUT_MS = 5000
 _READ_TIMEOUT_MS = 5000
 
@@ -57,7 +58,16 @@ def open_capture(camera: CameraConfig) -> cv2.VideoCapture:
             raise SourceError(f"camera {camera.id}: video file not found: {src}")
         cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG)
     else:
-        cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG, params)
+        with _OPEN_LOCK:
+            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{camera.rtsp_transport}"
+            try:
+                cap = cv2.VideoCapture(str(src), cv2.CAP_FFMPEG, params)
+            finally:
+                if previous is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
     if not cap.isOpened():
         cap.release()
         what = "cannot decode video file (corrupt or unsupported format)" if kind == "file" else "cannot open"
@@ -131,11 +141,9 @@ class FrameSource:
             reraise=True,
         )
         try:
-            cap = retrying(open_capture, self.camera)
+            return retrying(open_capture, self.camera)  # "online" is reported once frames are analysed
         except SourceError:
             return None  # stopped while retrying
-        self.on_state(CameraState.ONLINE, None)
-        return cap
 
     # ----------------------------------------------------------------------------------- reading
     def _read_file(self, cap: cv2.VideoCapture) -> Iterator[Frame]:
@@ -145,7 +153,6 @@ class FrameSource:
         stride = max(1, round(native / self.camera.analysis_fps))
         started_wall = datetime.now(UTC)
         started_mono = time.monotonic()
-        self.on_state(CameraState.ONLINE, None)
         loop_offset = 0
         while not self.stop.is_set():
             index = 0

@@ -1,0 +1,256 @@
+"""Calibration against a manual count: search threshold x tile size x scale for the best-matching setting.
+
+`search` runs the detector on a few frames of one camera for every setting of a small grid and scores each by
+the mean absolute error between the people counted in the camera's sections and the operator's manual count
+(a number, or head points clicked on a snapshot). Tile inferences are cached: each (mode, size, scale) is run
+once at the lowest threshold and the higher thresholds are filtered from it (greedy NMS kept-sets are
+threshold-monotone, so this equals running at each threshold). The current setting is always scored too,
+and it is kept unless another setting is strictly better.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import CameraConfig, DetectConfig
+from edge.detections import Detections
+from edge.detector import Detector
+from edge.tiling import TileBoxes, merge_tiles, run_tiles
+from edge.zones import Layout
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchGrid:
+    """The settings tried: every threshold with full-frame and with each tiled (size, scale)."""
+
+    conf: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+    scale: tuple[float, ...] = (2.0, 2.5, 3.0)
+    size: tuple[int, ...] = (640,)
+    include_full: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One row of the search table."""
+
+    detect: DetectConfig
+    error: float  # mean absolute error of the counted people vs the target
+    mean_count: float
+    recall: float | None  # share of head points matched to a counted person (point targets only)
+
+    @property
+    def label(self) -> str:
+        d = self.detect
+        if d.mode == "full":
+            return f"full conf={d.conf:.2f}"
+        return f"tiled size={d.tiles.size} scale={d.tiles.scale:g} conf={d.conf:.2f}"
+
+
+@dataclass
+class CalibrationResult:
+    best: DetectConfig
+    error_before: float
+    error_after: float
+    target: int
+    table: list[Trial] = field(default_factory=list)
+    recall_before: float | None = None
+    recall_after: float | None = None
+
+    @property
+    def improved(self) -> bool:
+        return self.error_after < self.error_before
+
+
+def load_points(path: str | Path) -> list[Point]:
+    """Head points clicked on a snapshot: JSON ``[[x, y], ...]`` / ``[{"x":..,"y":..}]`` or CSV ``x,y`` rows."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read points file: {exc.strerror}") from None
+    rows: list[Sequence[object]] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = data.get("points", data)
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a list of [x, y] points")
+        rows = [(p.get("x"), p.get("y")) if isinstance(p, dict) else p for p in data]
+    else:
+        rows = [r for r in csv.reader(text.splitlines()) if r and not r[0].strip().startswith("#")]
+        if rows and not _is_number(rows[0][0]):
+            rows = rows[1:]  # header
+    points: list[Point] = []
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, Sequence) or len(row) < 2 or not all(_is_number(v) for v in row[:2]):
+            raise ValueError(f"{path}: point {i} is not an x,y pair of numbers: {row!r}")
+        points.append((float(row[0]), float(row[1])))  # type: ignore[arg-type]
+    return points
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def counted(layout: Layout, dets: Detections) -> int:
+    """People counted in the camera's sections in one frame (each section capped at its seats)."""
+    return sum(t.occupied for t in layout.count(dets).values())
+
+
+def point_recall(points: Sequence[Point], dets: Detections) -> float:
+    """Share of head points that fall inside a distinct person box (greedy, nearest box top first)."""
+    if not points:
+        return 1.0
+    if len(dets) == 0:
+        return 0.0
+    pts = np.asarray(points, float)
+    box = dets.xyxy.astype(float)
+    inside = (
+        (pts[:, None, 0] >= box[None, :, 0])
+        & (pts[:, None, 0] <= box[None, :, 2])
+        & (pts[:, None, 1] >= box[None, :, 1])
+        & (pts[:, None, 1] <= box[None, :, 3])
+    )
+    top = np.stack([(box[:, 0] + box[:, 2]) / 2, box[:, 1]], axis=1)
+    dist = np.where(inside, np.linalg.norm(pts[:, None, :] - top[None, :, :], axis=2), np.inf)
+    matched, used = 0, set()
+    for p, b in zip(*np.unravel_index(np.argsort(dist, axis=None), dist.shape), strict=True):
+        if not np.isfinite(dist[p, b]):
+            break
+        if b in used:
+            continue
+        used.add(int(b))
+        matched += 1
+        dist[p, :] = np.inf
+    return matched / len(points)
+
+
+class _Cache:
+    """Per-frame raw detections at the lowest threshold, per (mode, size, scale)."""
+
+    def __init__(self, detector: Detector, frames: list[np.ndarray], min_conf: float, base: DetectConfig) -> None:
+        self.detector, self.frames, self.min_conf, self.base = detector, frames, min_conf, base
+        self._store: dict[tuple[str, int, float, float], list[Detections | TileBoxes]] = {}
+
+    def detections(self, cfg: DetectConfig) -> list[Detections]:
+        key = (
+            (cfg.mode, cfg.tiles.size, cfg.tiles.scale, cfg.tiles.overlap) if cfg.mode == "tiled" else ("full", 0, 0, 0)
+        )
+        if key not in self._store:
+            low = cfg.model_copy(update={"conf": min(self.min_conf, cfg.conf)})
+            if cfg.mode == "tiled":
+                self._store[key] = [run_tiles(self.detector, f, low)[0] for f in self.frames]
+            else:
+                self._store[key] = [self.detector.detect(f, low) for f in self.frames]
+        out: list[Detections] = []
+        for raw in self._store[key]:
+            if isinstance(raw, TileBoxes):
+                keep = raw.scores >= cfg.conf
+                sub = TileBoxes(raw.xyxy[keep], raw.scores[keep], raw.tile[keep], raw.truncated[keep])
+                out.append(merge_tiles(sub, cfg.tiles, cfg.max_det))
+            else:
+                out.append(raw.with_min_confidence(cfg.conf)[: cfg.max_det])
+        return out
+
+
+def candidates(current: DetectConfig, grid: SearchGrid, detector: Detector) -> list[DetectConfig]:
+    """The current setting first, then the grid (tile sizes other than the model input need a dynamic model)."""
+    out = [current]
+    sizes = grid.size if detector.dynamic else tuple(s for s in grid.size if s == detector.input_size[1])
+    for conf in grid.conf:
+        if grid.include_full:
+            out.append(current.model_copy(update={"mode": "full", "conf": conf}))
+        for size in sizes or (detector.input_size[1],):
+            for scale in grid.scale:
+                tiles = current.tiles.model_copy(update={"size": size, "scale": scale})
+                out.append(current.model_copy(update={"mode": "tiled", "conf": conf, "tiles": tiles}))
+    unique: dict[str, DetectConfig] = {}
+    for cfg in out:
+        unique.setdefault(cfg.model_dump_json(), cfg)
+    return list(unique.values())
+
+
+def search(
+    detector: Detector,
+    frames: list[np.ndarray],
+    camera: CameraConfig,
+    target: int | Sequence[Point],
+    grid: SearchGrid = SearchGrid(),
+) -> CalibrationResult:
+    """Find the detection setting whose section count best matches ``target`` on ``frames``.
+
+    ``target`` is the manual count, or head points (x, y in frame pixels) clicked on one of the frames:
+    the count is then the number of points, and recall against the points is reported (on the first frame).
+    """
+    if not frames:
+        raise ValueError("calibration needs at least one frame")
+    points: list[Point] | None = None
+    if isinstance(target, int):
+        if target < 0:
+            raise ValueError(f"manual count must be >= 0, got {target}")
+        count = target
+    else:
+        points = [(float(x), float(y)) for x, y in target]
+        count = len(points)
+    h, w = frames[0].shape[:2]
+    layout = Layout(camera, w, h)
+    current = camera.detect
+    cache = _Cache(detector, frames, min(grid.conf + (current.conf,)), current)
+    table: list[Trial] = []
+    for cfg in candidates(current, grid, detector):
+        dets = cache.detections(cfg)
+        counts = np.array([counted(layout, d) for d in dets], float)
+        recall = point_recall(points, _in_sections(layout, dets[0])) if points is not None else None
+        table.append(Trial(cfg, float(np.mean(np.abs(counts - count))), float(counts.mean()), recall))
+    before = table[0]
+    best = min(table, key=lambda t: (t.error, -(t.recall or 0.0)))
+    if best.error >= before.error:
+        best = before
+    return CalibrationResult(
+        best=best.detect,
+        error_before=before.error,
+        error_after=best.error,
+        target=count,
+        table=sorted(table, key=lambda t: t.error),
+        recall_before=before.recall,
+        recall_after=best.recall,
+    )
+
+
+def _in_sections(layout: Layout, dets: Detections) -> Detections:
+    return dets[layout.assign(dets) >= 0]
+
+
+def format_table(result: CalibrationResult, limit: int = 10) -> str:
+    """The best rows of the search as a plain-text table."""
+    lines = [f"{'setting':<40} {'MAE':>6} {'mean':>6} {'recall':>6}"]
+    for t in result.table[:limit]:
+        recall = "" if t.recall is None else f"{t.recall:.2f}"
+        lines.append(f"{t.label:<40} {t.error:>6.2f} {t.mean_count:>6.1f} {recall:>6}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CalibrationResult",
+    "SearchGrid",
+    "Trial",
+    "format_table",
+    "load_points",
+    "point_recall",
+    "search",
+]

@@ -1,0 +1,189 @@
+"""High-resolution tiled detection for wide shots and seated audiences with small, half-hidden heads.
+
+The frame is (virtually) upscaled by ``scale`` and cut into overlapping ``size`` x ``size`` tiles: each tile is a
+``size / scale`` pixel square of the source frame, resized to the model input. With a dynamic-batch model all
+tiles (and the optional full-frame pass) go through onnxruntime in ONE call; otherwise they are looped.
+
+Merging (``merge_tiles``) must neither double-count a person cut by a tile border nor drop close neighbours:
+
+1. A box that touches an *inner* tile edge (not the image border) is *truncated*: the tile saw only part of
+   the person. It is dropped when a box from another tile (or the full-frame pass) that is not truncated
+   covers most of it (intersection over the fragment's area >= ``merge_ios``): that tile saw the person whole.
+2. Boxes from *different* tiles are duplicates when their IoU >= ``merge_iou``, or when one of them is
+   truncated and their intersection over the smaller box >= ``merge_ios`` (a fragment and its whole).
+   The higher-scoring box is kept; two truncated fragments of one person are joined into their union.
+3. Boxes from the *same* tile were already separated by the model's NMS and are never merged again, so two
+   neighbours seated shoulder to shoulder both survive (plain NMS over all tiles would either merge them
+   at a low IoU or keep fragments at a high one).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.config import DetectConfig, TileConfig
+from edge.detections import Detections
+from edge.detector import Detector, Letterbox, letterbox, to_blob
+
+FULL_FRAME = -1  # tile index of the full-frame pass
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One tile: a source-frame rectangle ``[x0, x1) x [y0, y1)`` in integer pixels."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+def tile_windows(width: int, height: int, tiles: TileConfig) -> list[Window]:
+    """Overlapping square windows covering the frame, evenly spread, each ``tiles.size / tiles.scale`` wide."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    side = tiles.size / tiles.scale
+
+    def starts(length: int) -> list[tuple[int, int]]:
+        if length <= side:
+            return [(0, length)]
+        step = side * (1 - tiles.overlap)
+        n = math.ceil((length - side) / step - 1e-9) + 1
+        return [(round(s), round(s + side)) for s in np.linspace(0, length - side, n)]
+
+    return [Window(x0, y0, x1, y1) for y0, y1 in starts(height) for x0, x1 in starts(width)]
+
+
+def _tile_input(det: Detector, tiles: TileConfig) -> tuple[int, int]:
+    """Model input (h, w) of one tile: ``size`` rounded up to the stride for dynamic models."""
+    if not det.dynamic:
+        return det.input_size
+    side = math.ceil(tiles.size / det.stride) * det.stride
+    return side, side
+
+
+@dataclass
+class TileBoxes:
+    """All per-tile detections before merging, in source pixels."""
+
+    xyxy: np.ndarray  # (N, 4)
+    scores: np.ndarray  # (N,)
+    tile: np.ndarray  # (N,) window index, FULL_FRAME for the full-frame pass
+    truncated: np.ndarray  # (N,) bool: touches an inner tile edge
+
+
+def run_tiles(
+    det: Detector, frame: np.ndarray, cfg: DetectConfig, conf: float | None = None
+) -> tuple[TileBoxes, dict[str, float]]:
+    """Detect in every tile (one batched call when the model allows) at ``conf`` (default ``cfg.conf``)."""
+    conf = cfg.conf if conf is None else conf
+    t0 = time.perf_counter()
+    h, w = frame.shape[:2]
+    windows = tile_windows(w, h, cfg.tiles)
+    shape = _tile_input(det, cfg.tiles)
+    images: list[np.ndarray] = []
+    boxes: list[Letterbox] = []
+    for win in windows:
+        img, lb = letterbox(frame[win.y0 : win.y1, win.x0 : win.x1], shape)
+        images.append(img)
+        boxes.append(lb)
+    if cfg.tiles.full_frame:
+        img, lb = letterbox(frame, shape)
+        images.append(img)
+        boxes.append(lb)
+    blob = to_blob(images)
+    t1 = time.perf_counter()
+    out = det.infer(blob)
+    t2 = time.perf_counter()
+    parts_xyxy, parts_scores, parts_tile, parts_trunc = [], [], [], []
+    margin = max(2.0, 0.01 * cfg.tiles.size / cfg.tiles.scale)
+    for i, lb in enumerate(boxes):
+        xyxy, scores = det.decode(out[i], conf, cfg.iou, cfg.max_det)
+        if i < len(windows):
+            win = windows[i]
+            xyxy = lb.to_source(xyxy, win.x1 - win.x0, win.y1 - win.y0)
+            xyxy += np.array([win.x0, win.y0, win.x0, win.y0], np.float32)
+            trunc = (
+                ((xyxy[:, 0] <= win.x0 + margin) & (win.x0 > 0))
+                | ((xyxy[:, 1] <= win.y0 + margin) & (win.y0 > 0))
+                | ((xyxy[:, 2] >= win.x1 - margin) & (win.x1 < w))
+                | ((xyxy[:, 3] >= win.y1 - margin) & (win.y1 < h))
+            )
+            tile_id = i
+        else:
+            xyxy = lb.to_source(xyxy, w, h)
+            trunc = np.zeros(len(xyxy), bool)
+            tile_id = FULL_FRAME
+        parts_xyxy.append(xyxy)
+        parts_scores.append(scores)
+        parts_tile.append(np.full(len(xyxy), tile_id, np.int32))
+        parts_trunc.append(trunc)
+    boxes_all = TileBoxes(
+        np.concatenate(parts_xyxy).reshape(-1, 4),
+        np.concatenate(parts_scores),
+        np.concatenate(parts_tile),
+        np.concatenate(parts_trunc),
+    )
+    t3 = time.perf_counter()
+    timing = {
+        "preprocess": (t1 - t0) * 1e3,
+        "inference": (t2 - t1) * 1e3,
+        "postprocess": (t3 - t2) * 1e3,
+        "tiles": len(images),
+    }
+    return boxes_all, timing
+
+
+def _overlaps(xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise intersection areas (N, N) and box areas (N,)."""
+    lt = np.maximum(xyxy[:, None, :2], xyxy[None, :, :2])
+    rb = np.minimum(xyxy[:, None, 2:], xyxy[None, :, 2:])
+    inter = np.prod((rb - lt).clip(0), axis=2)
+    area = np.prod((xyxy[:, 2:] - xyxy[:, :2]).clip(1e-6), axis=1)
+    return inter, area
+
+
+def merge_tiles(boxes: TileBoxes, tiles: TileConfig, max_det: int = 300) -> Detections:
+    """Merge per-tile boxes into one set of people (see the module docstring for the rules)."""
+    n = len(boxes.scores)
+    if n == 0:
+        return Detections.empty()
+    xyxy = boxes.xyxy.astype(np.float32, copy=True)
+    inter, area = _overlaps(xyxy)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    ios = inter / np.minimum(area[:, None], area[None, :])
+    other_tile = boxes.tile[:, None] != boxes.tile[None, :]
+    # rule 1: a fragment [i] covered by a whole box [j] from another tile
+    covers = (inter / area[:, None] >= tiles.merge_ios) & other_tile & ~boxes.truncated[None, :]
+    alive = ~(boxes.truncated & covers.any(axis=1))
+    # rule 2: duplicates across tiles
+    either_trunc = boxes.truncated[:, None] | boxes.truncated[None, :]
+    dup = other_tile & ((iou >= tiles.merge_iou) | ((ios >= tiles.merge_ios) & either_trunc))
+    order = np.argsort(-boxes.scores, kind="stable")
+    keep: list[int] = []
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(int(i))
+        victims = dup[i] & alive
+        victims[i] = False
+        both_fragments = victims & boxes.truncated & boxes.truncated[i]
+        if both_fragments.any():  # one person cut in two: keep the union
+            xyxy[i, :2] = np.minimum(xyxy[i, :2], xyxy[both_fragments, :2].min(axis=0))
+            xyxy[i, 2:] = np.maximum(xyxy[i, 2:], xyxy[both_fragments, 2:].max(axis=0))
+        alive &= ~victims
+    idx = np.asarray(keep[:max_det], np.int64)
+    return Detections(xyxy[idx], boxes.scores[idx].astype(np.float32))
+
+
+def detect_tiled(det: Detector, frame: np.ndarray, cfg: DetectConfig) -> tuple[Detections, dict[str, float]]:
+    """Tiled detection of one frame: batched tile inference, then the border-aware merge."""
+    boxes, timing = run_tiles(det, frame, cfg)
+    t0 = time.perf_counter()
+    dets = merge_tiles(boxes, cfg.tiles, cfg.max_det)
+    timing["postprocess"] += (time.perf_counter() - t0) * 1e3
+    return dets, timing

@@ -1,0 +1,124 @@
+"""Stream drop: a real RTSP stream (ffmpeg publishing into an RTSP server) stops and comes back.
+
+ffmpeg cannot serve RTSP clients itself, so it pushes (ANNOUNCE/RECORD) into Debian's small
+`rtsp-server-perl`, which serves the edge like an IP camera would. Both are installed by
+`scripts/setup.sh test`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, port_open
+from tests.edge.conftest import turnout_cmd, vtest_config
+from tests.edge.test_run_e2e import Recorder
+
+pytestmark = pytest.mark.slow
+
+
+class RtspCamera:
+    """An RTSP server plus an ffmpeg publisher that can be stopped and restarted (the 'camera')."""
+
+    def __init__(self, video: Path, workdir: Path) -> None:
+        for tool in ("ffmpeg", "rtsp-server-perl"):
+            if not shutil.which(tool):
+                pytest.fail(f"{tool} not installed: run scripts/setup.sh test")
+        self.video = video
+        self.workdir = workdir
+        self.client_port, self.source_port = free_port(), free_port()
+        rtp = 21000 + (self.client_port % 2000) * 10
+        self.server = subprocess.Popen(
+            ["rtsp-server-perl", "--clientport", str(self.client_port), "--serverport", str(self.source_port),
+             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+             "--rtp_start_port", str(rtp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", self.source_port):
+            assert time.monotonic() < deadline, "rtsp-server-perl did not start"
+            time.sleep(0.1)
+        self.ffmpeg: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.client_port}/live"
+
+    def start(self) -> None:
+        self.ffmpeg = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.video),
+             "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "10", "-an",
+             "-f", "rtsp", f"rtsp://127.0.0.1:{self.source_port}/live"],
+            stdout=subprocess.DEVNULL, stderr=open(self.workdir / "ffmpeg.log", "ab"),  # noqa: SIM115
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.ffmpeg:  # SIGTERM: ffmpeg sends TEARDOWN, so the server accepts it again on restart
+            self.ffmpeg.terminate()
+            self.ffmpeg.wait()
+            self.ffmpeg = None
+
+    def close(self) -> None:
+        self.stop()
+        self.server.kill()
+        self.server.wait()
+
+
+def wait_for(predicate, timeout: float, step: float = 0.1) -> float:
+    """Seconds until `predicate()` held; fails the test after `timeout`."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_config, system_broker, venue_id) -> None:
+    camera = RtspCamera(shared / "data/videos/vtest.avi", tmp_path)
+    camera.start()
+    cfg = vtest_config(
+        shared, venue_id, system_broker.url, tmp_path / "state",
+        source=camera.url, rtsp_transport="udp", analysis_fps=2,
+    )  # fmt: skip
+    sub = Recorder(system_broker.host, system_broker.port, venue_id)
+    edge = subprocess.Popen(
+        turnout_cmd("edge", "run", "--config", str(write_config(cfg))),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "edge.log", "wb"),
+    )  # noqa: SIM115
+
+    def states() -> list[str]:
+        with sub.lock:
+            return [json.loads(raw)["state"] for raw in sub.messages["status"]]
+
+    def occupancy_count() -> int:
+        with sub.lock:
+            return len(sub.messages["occupancy"])
+
+    try:
+        wait_for(lambda: occupancy_count() >= 3, 40)
+        assert states()[-1] == "online"
+        camera.stop()
+        drop_at = time.monotonic()
+        wait_for(lambda: states()[-1] == "degraded", 20)
+        degraded_after = time.monotonic() - drop_at
+        before = occupancy_count()
+        time.sleep(3)
+        assert occupancy_count() - before <= 1, "no counts while the stream is down"
+        camera.start()
+        reconnect_s = wait_for(lambda: states()[-1] == "online" and occupancy_count() > before + 1, 10)
+        print(f"degraded after {degraded_after:.1f} s; reconnected {reconnect_s:.1f} s after the stream came back")
+    finally:
+        edge.terminate()
+        edge.wait(20)
+        sub.close()
+        camera.close()
+    log = (tmp_path / "edge.log").read_text()
+    assert "reconnecting" in log or "retry in" in log
+    assert edge.returncode == 0
