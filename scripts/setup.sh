@@ -18,7 +18,9 @@ if [ "$mode" = test ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+  command -v rtsp-server-perl >/dev/null 2>&1 || need+=(rtsp-server-perl)   # RTSP camera for stream-drop tests
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 fi
 
