@@ -39,10 +39,6 @@ fi
 
 # Dashboard libraries come from the npm registry and are served by the server itself (no CDN).
 if [ -f server/dashboard/package.json ] && [ ! -d server/dashboard/static/vendor ]; then
-  if command -v npm >/dev/null 2>&1; then
-    (cd server/dashboard && npm ci --silent --no-audit --no-fund && npm run --silent vendor)
-  else
-    echo "setup: npm not found; install Node.js to build the dashboard's vendored libraries" >&2
-    exit 1
-  fi
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  (cd server/dashboard && npm ci --silent --no-audit --no-fund && npm run --silent vendor)
 fi

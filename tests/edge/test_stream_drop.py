@@ -122,3 +122,25 @@ def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_confi
     log = (tmp_path / "edge.log").read_text()
     assert "reconnecting" in log or "retry in" in log
     assert edge.returncode == 0
+
+
+def test_http_mjpeg_source(shared, tmp_path, write_config, system_broker, venue_id) -> None:
+    """An HTTP multipart-JPEG stream (as served by many IP cameras), here served by ffmpeg itself."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+         "-i", str(shared / "data/videos/vtest.avi"), "-an", "-c:v", "mjpeg", "-q:v", "5",
+         "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/feed.mjpg"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)  # ffmpeg -listen 1 serves exactly one client: do not probe the port
+        cfg = vtest_config(shared, venue_id, system_broker.url, tmp_path / "state",
+                           source=f"http://127.0.0.1:{port}/feed.mjpg")  # fmt: skip
+        result = subprocess.run(turnout_cmd("edge", "check", "--config", str(write_config(cfg))),
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        server.kill()
+        server.wait()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "camera   plaza-cam: http 480x360" in result.stdout
