@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttConfig
+from edge.config import ConfigError, MqttConfig
 from edge.spool import Spool
 from turnout import contract
 from turnout.contract import CameraState, Occupancy, Status
@@ -67,7 +67,43 @@ def _protocol(cfg: MqttConfig) -> MQTTProtocolVersion:
     return MQTTProtocolVersion.MQTTv311 if cfg.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
 
 
-def _make_client(cfg: MqttConfig, cid: str, protocol: MQTTProtocolVersion) -> mqtt.Client:
+def _fill(template: str, venue: str | None, camera: str | None) -> str:
+    if venue is not None:
+        template = template.replace("{venue}", venue)
+    if camera is not None:
+        template = template.replace("{camera}", camera)
+    return template
+
+
+def is_templated(value: object) -> bool:
+    return value is not None and ("{venue}" in str(value) or "{camera}" in str(value))
+
+
+def credentials(cfg: MqttConfig, venue: str | None, camera: str | None) -> tuple[str | None, str | None]:
+    """User name and password for one camera's connection.
+
+    ``username`` and ``password_file`` may contain ``{venue}`` and ``{camera}``, so that each camera logs in
+    as its own broker user (``username: "{venue}/{camera}"`` matches the ACL in deploy/mosquitto/).
+    """
+    if not cfg.username:
+        return None, None
+    user = _fill(cfg.username, venue, camera)
+    if cfg.password_file and is_templated(cfg.password_file):
+        path = Path(_fill(str(cfg.password_file), venue, camera))
+        try:
+            return user, path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+    return user, cfg.password()
+
+
+def _make_client(
+    cfg: MqttConfig,
+    cid: str,
+    protocol: MQTTProtocolVersion,
+    venue: str | None = None,
+    camera: str | None = None,
+) -> mqtt.Client:
     """A paho client with TLS, credentials and reconnect backoff set from `cfg` (not connected)."""
     transport = "websockets" if cfg.url.startswith(("ws://", "wss://")) else "tcp"
     client = mqtt.Client(
@@ -77,8 +113,9 @@ def _make_client(cfg: MqttConfig, cid: str, protocol: MQTTProtocolVersion) -> mq
         transport=transport,
         clean_session=True if protocol == MQTTProtocolVersion.MQTTv311 else None,
     )
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password())
+    user, password = credentials(cfg, venue, camera)
+    if user:
+        client.username_pw_set(user, password)
     if cfg.use_tls:
         tls = cfg.tls
         client.tls_set(
@@ -98,21 +135,30 @@ def _code(reason: ReasonCode | int) -> int:
     return reason.value if isinstance(reason, ReasonCode) else int(reason)
 
 
-def check_reachable(cfg: MqttConfig, timeout: float = 5.0) -> None:
-    """Connect once (TCP, TLS, MQTT CONNECT) and disconnect; raise `BrokerUnreachable` naming host:port."""
+def check_reachable(
+    cfg: MqttConfig, timeout: float = 5.0, *, venue: str | None = None, camera: str | None = None
+) -> None:
+    """Connect once (TCP, TLS, MQTT CONNECT) and disconnect; raise `BrokerUnreachable` naming host:port.
+
+    With a per-camera ``username`` template (``{venue}``/``{camera}``) pass the camera to log in as; without
+    it only the TCP connection is checked.
+    """
     where = f"{cfg.host}:{cfg.port}"
     try:
         with socket.create_connection((cfg.host, cfg.port), timeout=timeout):
             pass
     except OSError as exc:
         raise BrokerUnreachable(f"MQTT broker {where} unreachable: {exc.strerror or exc}") from None
+    if (is_templated(cfg.username) or is_templated(cfg.password_file)) and (venue is None or camera is None):
+        return
     result: dict[str, int] = {}
     done = threading.Event()
     protocols = [_protocol(cfg)] + ([MQTTProtocolVersion.MQTTv311] if cfg.protocol == "auto" else [])
     for protocol in protocols:
         result.clear()
         done.clear()
-        client = _make_client(cfg, f"{cfg.client_id_prefix}-check-{int(time.time() * 1000) % 10**9}", protocol)
+        cid = f"{cfg.client_id_prefix}-check-{int(time.time() * 1000) % 10**9}"
+        client = _make_client(cfg, cid, protocol, venue, camera)
         client.connect_timeout = timeout
 
         def on_connect(_c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
@@ -269,7 +315,7 @@ class Publisher:
         return self._status_payload(CameraState.OFFLINE, "connection lost (last will)")
 
     def _new_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
-        client = _make_client(self.cfg, self.client_id, protocol)
+        client = _make_client(self.cfg, self.client_id, protocol, self.venue, self.camera)
         client.will_set(self.status_topic, self._will_payload(), qos=contract.QOS, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -60,6 +60,8 @@ class Broker:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {self.workdir}/\nmax_queued_messages 100000\n"
+            # as root, mosquitto switches to user "mosquitto", which cannot save into pytest's tmp dir
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)

@@ -211,6 +211,46 @@ class LayoutResult(_Payload):
     ok: bool
     ts: datetime
     errors: list[str] = Field(default_factory=list)
+    request_id: str | None = Field(default=None, max_length=64, description="Echo of `Layout.request_id`.")
+
+
+MAX_SNAPSHOT_BYTES = 4 * 1024 * 1024
+"""Largest JPEG an edge sends as a snapshot (before base64)."""
+
+
+class Snapshot(_Payload):
+    """Payload of ``turnout/v1/{venue}/{camera}/snapshot``: one JPEG, sent once per request, never stored."""
+
+    v: Literal[1] = 1
+    venue: Id
+    camera: Id
+    request_id: str = Field(max_length=64)
+    ts: datetime
+    width: int | None = Field(default=None, ge=1, le=16384)
+    height: int | None = Field(default=None, ge=1, le=16384)
+    content_type: Literal["image/jpeg"] = "image/jpeg"
+    jpeg_b64: str | None = Field(
+        default=None, max_length=(MAX_SNAPSHOT_BYTES * 4) // 3 + 4, description="Base64 of the JPEG bytes."
+    )
+    error: str | None = Field(default=None, max_length=500, description="Why there is no image, if none.")
+    layout: dict[str, Any] | None = Field(
+        default=None, description="The camera's zones now (same fields as `Layout`), for editing."
+    )
+
+
+class Layout(_Payload):
+    """Payload of ``turnout/v1/{venue}/{camera}/layout`` (retained): new zones for one camera.
+
+    ``sections`` and ``exclude`` use the edge config's format (`edge.config.Section`); the edge validates
+    them merged into its camera config and answers on ``layout/result``.
+    """
+
+    v: Literal[1] = 1
+    request_id: str = Field(max_length=64)
+    coordinates: Literal["pixels", "normalized"] = "pixels"
+    anchor: str | None = Field(default=None, max_length=32)
+    sections: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    exclude: list[list[tuple[float, float]]] = Field(default_factory=list, max_length=1000)
 
 
 # ------------------------------------------------------------------------------------------- decoding
@@ -250,13 +290,21 @@ def json_schema() -> dict[str, Any]:
             "alert": Alert,
             "snapshot_request": SnapshotRequest,
             "layout_result": LayoutResult,
+            "snapshot": Snapshot,
+            "layout": Layout,
         }.items()
     }
+    # Each message schema stays self-contained; its nested types are also hoisted to the top level so
+    # that "#/$defs/SectionCount" resolves when a message is referenced through this document's root.
+    defs: dict[str, Any] = dict(schemas)
+    for schema in schemas.values():
+        for name, sub in schema.get("$defs", {}).items():
+            defs.setdefault(name, sub)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://turnout.invalid/schema/mqtt-v1.json",
         "title": "Turnout MQTT contract v1",
-        "$defs": schemas,
+        "$defs": defs,
     }
 
 

@@ -1,0 +1,188 @@
+"""deploy/mosquitto/ runs as shipped (TLS, passwords, per-camera ACL) and keeps clients in their lanes."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edge.config import MqttConfig, TlsConfig
+from edge.publisher import BrokerUnreachable, Publisher, check_reachable
+from tests.conftest import free_port, port_open
+from tests.edge.mqtt_tools import Recorder, occupancy
+from turnout import contract
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+SERVER = ("turnout-server", "server-pw")
+ORGANIZER = ("organizer-ann", "organizer-pw")
+
+
+@dataclass
+class SecureBroker:
+    port: int
+    ca: Path
+    venue: str
+    workdir: Path
+
+    def user(self, camera: str) -> tuple[str, str]:
+        return f"{self.venue}/{camera}", f"pw-{camera}"
+
+    def cfg(self, **kw: object) -> MqttConfig:
+        return MqttConfig(url=f"mqtts://127.0.0.1:{self.port}", tls=TlsConfig(ca_file=self.ca), **kw)
+
+    def recorder(self, topic: str, auth: tuple[str, str]) -> Recorder:
+        return Recorder("127.0.0.1", self.port, topic, auth=auth, ca_file=self.ca)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_certs(d: Path) -> None:
+    """A throw-away CA and a server certificate for 127.0.0.1."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=turnout-test-ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", "server.key", "-out", "server.csr", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "1", "-extfile", "san.ext", "-out", "server.crt", cwd=d)  # fmt: skip
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path, venue_id: str) -> Iterator[SecureBroker]:
+    """deploy/mosquitto/mosquitto.conf and acl as shipped, with only paths and the port changed."""
+    for tool in ("mosquitto_passwd", "openssl"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed (apt-get install mosquitto-clients openssl)")
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    _make_certs(etc)
+    shutil.copy(DEPLOY / "acl", etc / "acl")
+    passwd = etc / "passwd"
+    broker = SecureBroker(free_port(), etc / "ca.crt", venue_id, tmp_path)
+    users = [SERVER, ORGANIZER, broker.user("cam-a"), broker.user("cam-b")]
+    for i, (user, password) in enumerate(users):
+        flags = ["-c"] if i == 0 else []
+        subprocess.run(["mosquitto_passwd", *flags, "-b", str(passwd), user, password], check=True)
+    conf = (DEPLOY / "mosquitto.conf").read_text()
+    conf = conf.replace("/etc/mosquitto/turnout/", f"{etc}/").replace("/var/lib/mosquitto/", f"{tmp_path}/")
+    conf = re.sub(r"^listener 8883$", f"listener {broker.port} 127.0.0.1", conf, flags=re.M)
+    if os.geteuid() == 0:  # as root, mosquitto would switch to user "mosquitto", locked out of tmp_path
+        conf += "\nuser root\n"
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    log = open(tmp_path / "mosquitto.log", "wb")  # noqa: SIM115
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([exe, "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", broker.port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"mosquitto did not start:\n{(tmp_path / 'mosquitto.log').read_text()}")
+        time.sleep(0.05)
+    yield broker
+    proc.terminate()
+    proc.wait(5)
+
+
+def publish_as(broker: SecureBroker, auth: tuple[str, str], topic: str, payload: bytes) -> int:
+    """Publish one QoS 1 message over MQTT v5 as `auth`; return the PUBACK reason code."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
+                         protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
+    client.username_pw_set(*auth)
+    client.tls_set(ca_certs=str(broker.ca))
+    codes: list[int] = []
+    client.on_publish = lambda _c, _u, _mid, reason, _p: codes.append(reason.value)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 5
+        while not codes and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert codes, f"no PUBACK for {topic}"
+    return codes[0]
+
+
+def test_shipped_config_refuses_anonymous_and_plaintext() -> None:
+    conf = (DEPLOY / "mosquitto.conf").read_text()
+    active = [line.split() for line in conf.splitlines() if line.strip() and not line.startswith("#")]
+    settings = {words[0]: words[1:] for words in active}
+    assert settings["allow_anonymous"] == ["false"]
+    assert "password_file" in settings and "acl_file" in settings
+    listeners = [i for i, words in enumerate(active) if words[0] == "listener"]
+    for start, end in zip(listeners, [*listeners[1:], len(active)], strict=True):
+        keys = {words[0] for words in active[start:end]}
+        assert {"certfile", "keyfile"} <= keys, f"listener {active[start][1:]} has no TLS"
+
+
+def test_anonymous_and_wrong_password_are_refused(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    where = rf"127\.0\.0\.1:{secure_broker.port} refused"
+    with pytest.raises(BrokerUnreachable, match=where):
+        check_reachable(secure_broker.cfg(), timeout=5)
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    with pytest.raises(BrokerUnreachable, match=where):
+        check_reachable(secure_broker.cfg(username=SERVER[0], password_file=wrong), timeout=5)
+    right = tmp_path / "right.pass"
+    right.write_text(SERVER[1])
+    check_reachable(secure_broker.cfg(username=SERVER[0], password_file=right), timeout=5)
+
+
+def test_edge_user_writes_only_its_own_camera(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    b = secure_broker
+    server = b.recorder(f"turnout/v1/{b.venue}/#", SERVER)
+    for camera in ("cam-a", "cam-b"):
+        (tmp_path / f"{camera}.pass").write_text(b.user(camera)[1] + "\n")
+    cfg = b.cfg(username="{venue}/{camera}", password_file=tmp_path / "{camera}.pass")
+    check_reachable(cfg, timeout=5, venue=b.venue, camera="cam-a")
+    pub = Publisher(cfg, venue=b.venue, camera="cam-a", state_dir=tmp_path / "state")
+    pub.start()
+    try:
+        pub.publish_occupancy(occupancy(b.venue, "cam-a", pub.next_seq()))
+        assert server.wait_for(lambda r: len(r.on("cam-a/occupancy")) == 1, 10), "own camera refused"
+        assert server.on("cam-a/status"), "status (and last will) topic must be writable by the camera"
+        assert pub.stats.dropped == 0
+    finally:
+        pub.stop()
+
+    cam_a = b.user("cam-a")
+    refused = {
+        contract.occupancy_topic(b.venue, "cam-b"): publish_as(b, cam_a, contract.occupancy_topic(b.venue, "cam-b"), b"x"),
+        contract.status_topic(b.venue, "cam-b"): publish_as(b, cam_a, contract.status_topic(b.venue, "cam-b"), b"x"),
+        contract.layout_topic(b.venue, "cam-a"): publish_as(b, cam_a, contract.layout_topic(b.venue, "cam-a"), b"x"),
+        contract.alert_topic(b.venue, "camera_offline"): publish_as(
+            b, cam_a, contract.alert_topic(b.venue, "camera_offline"), b"x"
+        ),
+    }  # fmt: skip
+    assert all(code >= 0x80 for code in refused.values()), refused
+    assert publish_as(b, cam_a, contract.occupancy_topic(b.venue, "cam-a"), b"ok") < 0x80
+    assert server.wait_for(lambda r: len(r.on("cam-a/occupancy")) == 2, 5)
+    time.sleep(0.3)
+    assert not [m.topic for m in server.messages if m.topic in refused]
+    server.close()
+
+
+def test_server_writes_alerts_that_organizers_read_but_cannot_write(secure_broker: SecureBroker) -> None:
+    b = secure_broker
+    topic = contract.alert_topic(b.venue, "overflow_decision")
+    organizer = b.recorder(f"turnout/v1/{b.venue}/#", ORGANIZER)
+    assert publish_as(b, SERVER, topic, b"from-server") < 0x80
+    assert publish_as(b, SERVER, contract.layout_topic(b.venue, "cam-a"), b"{}") < 0x80
+    assert publish_as(b, ORGANIZER, topic, b"from-organizer") >= 0x80
+    assert organizer.wait_for(lambda r: bool(r.messages), 5)
+    time.sleep(0.3)
+    assert [(m.topic, m.payload) for m in organizer.messages] == [(topic, b"from-server")]
+    organizer.close()
