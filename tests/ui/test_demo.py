@@ -1,0 +1,103 @@
+"""`turnout demo`, time-compressed, reaches the overflow decision (checked through the API), with screenshots."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.ui.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+SHOTS = REPO / "test-artifacts" / "demo"
+PASSWORD = "demo-test-password"
+
+
+def _wait_ready(proc: subprocess.Popen[str], lines: list[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        if m := re.match(r"demo: ready (http://\S+)", line):
+            return m.group(1).rstrip("/")
+    raise AssertionError("demo did not become ready:\n" + "".join(lines[-40:]))
+
+
+def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path) -> None:
+    env = dict(os.environ, TURNOUT_DEMO_PASSWORD=PASSWORD, TURNOUT_DEMO_REGISTRATIONS="50000", PYTHONUNBUFFERED="1")
+    env.setdefault("TURNOUT_MODEL_DIR", str(shared / "models"))
+    cmd = [sys.executable, "-m", "turnout.cli", "demo", "--speed", "240", "--port", "0", "--duration", "170"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines: list[str] = []
+    try:
+        url = _wait_ready(proc, lines, 90)
+        token = httpx.post(f"{url}/api/v1/auth/login", json={"username": "operator", "password": PASSWORD}).json()[
+            "token"
+        ]
+        headers = {"Authorization": f"Bearer {token}"}
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        page = context.new_page()
+        page.goto(f"{url}/login")
+        page.fill("#username", "operator")
+        page.fill("#password", PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=15_000)
+        page.screenshot(path=str(SHOTS / "demo-start.png"), full_page=True)
+
+        live: dict = {}
+        middle_taken = False
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            live = httpx.get(f"{url}/api/v1/events/demo-rally/live", headers=headers, timeout=10).json()
+            if not middle_taken and live["attendance"] > 300:
+                page.screenshot(path=str(SHOTS / "demo-middle.png"), full_page=True)
+                middle_taken = True
+            if live["decision"]["state"] != "undecided":
+                break
+            time.sleep(1)
+        state = live["decision"]["state"]
+        assert state == "cancel_overflow", f"decision {state} after 150 s; last figures {live.get('forecast')}"
+        figures = live["decision"]["figures"]
+        assert figures["forecast_high"] < figures["target"]
+        assert figures["minutes_to_start"] >= 60, figures
+        page.wait_for_selector("#decision[data-state='cancel_overflow']", timeout=5_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(SHOTS / "demo-decision.png"), full_page=True)
+        context.close()
+
+        cams = {c["id"]: c for c in live["cameras"]}
+        assert len([c for c in cams if c.startswith("sim-")]) == 8
+        assert "edge-cam1" in cams
+        sim_seats = sum(s["seats"] for s in live["sections"] if s["id"].startswith("sim-"))
+        assert sim_seats + sum(s["seats"] for s in live["sections"] if not s["id"].startswith("sim-")) == 19_000
+        # the real edge reported at least once (model load included)
+        deadline = time.monotonic() + 30
+        while cams["edge-cam1"]["last_seen"] is None and time.monotonic() < deadline:
+            time.sleep(1)
+            live = httpx.get(f"{url}/api/v1/events/demo-rally/live", headers=headers, timeout=10).json()
+            cams = {c["id"]: c for c in live["cameras"]}
+        assert cams["edge-cam1"]["last_seen"] is not None, "the real edge never reported"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        lines.append(out or "")
+    log = "".join(lines)
+    assert proc.returncode == 0, log[-3000:]
+    assert "demo: stopped" in log
