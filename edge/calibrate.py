@@ -4,8 +4,10 @@
 the mean absolute error between the people counted in the camera's sections and the operator's manual count
 (a number, or head points clicked on a snapshot). Tile inferences are cached: each (mode, size, scale) is run
 once at the lowest threshold and the higher thresholds are filtered from it (greedy NMS kept-sets are
-threshold-monotone, so this equals running at each threshold). The current setting is always scored too,
-and it is kept unless another setting is strictly better.
+threshold-monotone, so this equals running at each threshold). Settings are ranked by their error averaged
+with the neighbouring thresholds, so the pick sits on a stable plateau rather than a knife edge that only
+fits the sampled frames. The current setting is always scored too, and it is kept unless the pick is
+strictly better on the frames.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ def search(
     h, w = frames[0].shape[:2]
     layout = Layout(camera, w, h)
     current = camera.detect
-    cache = _Cache(detector, frames, min(grid.conf + (current.conf,)), current)
+    cache = _Cache(detector, frames, min((*grid.conf, current.conf)), current)
     table: list[Trial] = []
     for cfg in candidates(current, grid, detector):
         dets = cache.detections(cfg)
@@ -218,7 +220,8 @@ def search(
         recall = point_recall(points, _in_sections(layout, dets[0])) if points is not None else None
         table.append(Trial(cfg, float(np.mean(np.abs(counts - count))), float(counts.mean()), recall))
     before = table[0]
-    best = min(table, key=lambda t: (t.error, -(t.recall or 0.0)))
+    robust = _robust_errors(table)
+    best = min(table, key=lambda t: (robust[id(t)], t.error, -(t.recall or 0.0)))
     if best.error >= before.error:
         best = before
     return CalibrationResult(
@@ -230,6 +233,26 @@ def search(
         recall_before=before.recall,
         recall_after=best.recall,
     )
+
+
+def _robust_errors(table: list[Trial]) -> dict[int, float]:
+    """Each setting's error averaged with its neighbouring thresholds (same mode, size and scale).
+
+    A setting that matches the count only on a knife edge (the next threshold up or down is far off) would
+    not hold on other frames; ranking by this smoothed error prefers the middle of a stable plateau.
+    """
+    groups: dict[tuple, list[Trial]] = {}
+    for t in table:
+        d = t.detect
+        key = (d.mode, d.tiles.size, d.tiles.scale, d.tiles.overlap) if d.mode == "tiled" else ("full",)
+        groups.setdefault(key, []).append(t)
+    out: dict[int, float] = {}
+    for trials in groups.values():
+        trials.sort(key=lambda t: t.detect.conf)
+        for i, t in enumerate(trials):
+            near = trials[max(0, i - 1) : i + 2]
+            out[id(t)] = float(np.mean([n.error for n in near]))
+    return out
 
 
 def _in_sections(layout: Layout, dets: Detections) -> Detections:

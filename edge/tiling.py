@@ -12,9 +12,12 @@ Merging (``merge_tiles``) must neither double-count a person cut by a tile borde
 2. Boxes from *different* tiles are duplicates when their IoU >= ``merge_iou``, or when one of them is
    truncated and their intersection over the smaller box >= ``merge_ios`` (a fragment and its whole).
    The higher-scoring box is kept; two truncated fragments of one person are joined into their union.
-3. Boxes from the *same* tile were already separated by the model's NMS and are never merged again, so two
-   neighbours seated shoulder to shoulder both survive (plain NMS over all tiles would either merge them
+3. Boxes from the *same* tile were already separated by the model's NMS and are not merged by IoU again, so
+   two neighbours seated shoulder to shoulder both survive (plain NMS over all tiles would either merge them
    at a low IoU or keep fragments at a high one).
+4. The one exception, in any tile: a box nested in another (intersection over the smaller >= 0.85) whose top
+   edge is level with the other's is the same person boxed twice (upper body and whole body, a pattern of
+   upscaled seated people); distinct people never share their head this way.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from edge.detections import Detections
 from edge.detector import Detector, Letterbox, letterbox, to_blob
 
 FULL_FRAME = -1  # tile index of the full-frame pass
+NESTED_IOS = 0.85  # a box this much inside another with the same top edge is the same person
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,10 @@ def merge_tiles(boxes: TileBoxes, tiles: TileConfig, max_det: int = 300) -> Dete
     # rule 2: duplicates across tiles
     either_trunc = boxes.truncated[:, None] | boxes.truncated[None, :]
     dup = other_tile & ((iou >= tiles.merge_iou) | ((ios >= tiles.merge_ios) & either_trunc))
+    # rule 4: one person boxed twice (upper body and whole body): nested, same head, any tile
+    height = (xyxy[:, 3] - xyxy[:, 1]).clip(1e-6)
+    same_top = np.abs(xyxy[:, None, 1] - xyxy[None, :, 1]) <= 0.25 * np.minimum(height[:, None], height[None, :])
+    dup |= (ios >= NESTED_IOS) & same_top
     order = np.argsort(-boxes.scores, kind="stable")
     keep: list[int] = []
     for i in order:

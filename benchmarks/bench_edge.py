@@ -1,0 +1,186 @@
+"""Edge benchmark: Turnout's detector vs Ultralytics' predictor on the same ONNX files and frames.
+
+Prints two tables:
+
+1. analysis frames/s on vtest.avi and crowd_topdown_1280x720.mp4 (yolo11n, analysis at ``--analysis-fps``),
+   with time per analysed frame split into decode, pre-process, inference and post-process;
+2. person-count MAE on dev_people_capston2 (labels/counts.csv) and on the classroom video (people counted in
+   the sections of deploy/edge-classroom.yaml vs the 14 seated), with and without tiling / high resolution.
+
+Runs without Ultralytics too (then only Turnout's rows, and says why). Reproduce (see docs/benchmarks.md):
+
+    /work/bench-venv/bin/python benchmarks/bench_edge.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.config import DetectConfig, TileConfig, load_config
+from edge.detections import Detections
+from edge.detector import Detector
+from edge.zones import Layout
+from turnout.paths import REPO_ROOT, shared_dir
+
+STAGES = ("decode", "preprocess", "inference", "postprocess")
+
+
+def analysed_frames(video: Path, analysis_fps: float, limit: int) -> Iterator[tuple[np.ndarray, float]]:
+    """Frames at the analysis rate; skipped frames are grab()bed (demuxed, not decoded). Yields decode ms."""
+    cap = cv2.VideoCapture(str(video))
+    step = max(1, round(cap.get(cv2.CAP_PROP_FPS) / analysis_fps))
+    i = n = 0
+    t0 = time.perf_counter()
+    while n < limit and cap.grab():
+        if i % step == 0:
+            ok, frame = cap.retrieve()
+            if not ok:
+                break
+            yield frame, (time.perf_counter() - t0) * 1e3
+            n += 1
+            t0 = time.perf_counter()
+        i += 1
+    cap.release()
+
+
+def bench_turnout(det: Detector, video: Path, cfg: DetectConfig, fps: float, limit: int) -> dict[str, float]:
+    totals = dict.fromkeys(STAGES, 0.0)
+    n = 0
+    det.detect(np.zeros((360, 480, 3), np.uint8), cfg)  # warm-up
+    start = time.perf_counter()
+    for frame, decode_ms in analysed_frames(video, fps, limit):
+        det.detect(frame, cfg)
+        totals["decode"] += decode_ms
+        for k in STAGES[1:]:
+            totals[k] += det.last_timing[k]
+        n += 1
+    wall = time.perf_counter() - start
+    return {"fps": n / wall, "frames": n, **{k: v / n for k, v in totals.items()}}
+
+
+def bench_ultralytics(model: object, video: Path, fps: float, limit: int, imgsz: int) -> dict[str, float]:
+    """The predictor on its own video loader (vid_stride skips frames like Turnout's analysis rate)."""
+    cap = cv2.VideoCapture(str(video))
+    stride = max(1, round(cap.get(cv2.CAP_PROP_FPS) / fps))
+    cap.release()
+    args = {"conf": 0.25, "iou": 0.7, "imgsz": imgsz, "classes": [0], "verbose": False}
+    model.predict(np.zeros((360, 480, 3), np.uint8), **args)  # warm-up
+    totals = dict.fromkeys(STAGES, 0.0)
+    n = 0
+    start = last = time.perf_counter()
+    for r in model.predict(str(video), stream=True, vid_stride=stride, **args):
+        now = time.perf_counter()
+        spent = sum(r.speed.values())
+        totals["decode"] += max(0.0, (now - last) * 1e3 - spent)
+        for k in STAGES[1:]:
+            totals[k] += r.speed[k]
+        last = now
+        n += 1
+        if n >= limit:
+            break
+    wall = time.perf_counter() - start
+    return {"fps": n / wall, "frames": n, **{k: v / n for k, v in totals.items()}}
+
+
+def ultra_counter(model: object, imgsz: int) -> Callable[[np.ndarray], Detections]:
+    def detect(frame: np.ndarray) -> Detections:
+        r = model.predict(frame, conf=0.25, iou=0.7, imgsz=imgsz, classes=[0], verbose=False)[0]
+        return Detections(r.boxes.xyxy.numpy().astype(np.float32), r.boxes.conf.numpy().astype(np.float32))
+
+    return detect
+
+
+def dev_mae(shared: Path, detect: Callable[[np.ndarray], Detections], every: int) -> float:
+    root = shared / "data/dev_people_capston2"
+    rows = list(csv.DictReader((root / "counts.csv").open()))[::every]
+    errs = [abs(len(detect(cv2.imread(str(root / "images" / r["image"])))) - int(r["person_count"])) for r in rows]
+    return float(np.mean(errs))
+
+
+def classroom_mae(detect: Callable[[np.ndarray], Detections], frames: list[np.ndarray], layout: Layout) -> float:
+    counts = [sum(t.occupied for t in layout.count(detect(f)).values()) for f in frames]
+    return float(np.mean(np.abs(np.array(counts) - 14)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--analysis-fps", type=float, default=2.0)
+    ap.add_argument("--limit", type=int, default=1000, help="max analysed frames per video")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dev-every", type=int, default=1, help="use every Nth dev image (1 = all 109)")
+    ap.add_argument("--no-ultralytics", action="store_true")
+    a = ap.parse_args()
+    shared = shared_dir()
+    if shared is None:
+        raise SystemExit("set TURNOUT_SHARED to the shared/ folder")
+    os.environ.setdefault("TURNOUT_SHARED", str(shared))
+    static_onnx, dyn_onnx = shared / "models/yolo11n-recon.onnx", shared / "models/yolo11n-recon-dyn.onnx"
+    det, dyn = Detector(static_onnx, threads=a.threads), Detector(dyn_onnx, threads=a.threads)
+    full = DetectConfig(conf=0.25, iou=0.7)
+    ultra = ultra_dyn = None
+    why = ""
+    if a.no_ultralytics:
+        why = "--no-ultralytics given"
+    else:
+        try:
+            from ultralytics import YOLO
+
+            ultra, ultra_dyn = YOLO(str(static_onnx), task="detect"), YOLO(str(dyn_onnx), task="detect")
+        except ImportError as exc:
+            why = f"ultralytics not importable ({exc}); install it in a separate venv, see docs/benchmarks.md"
+
+    print(f"## Throughput (yolo11n, analysis at {a.analysis_fps:g} fps, {a.threads} ORT threads, ms per frame)")
+    print(f"| video | runner | frames | analysis frames/s | {' | '.join(STAGES)} |")
+    print("|---|---|---|---|" + "---|" * len(STAGES))
+    for video in ("vtest.avi", "crowd_topdown_1280x720.mp4"):
+        path = shared / "data/videos" / video
+        for label, tdet, umodel in (("static 640x640", det, ultra), ("dynamic, rect input", dyn, ultra_dyn)):
+            rows = [(f"Turnout ({label})", bench_turnout(tdet, path, full, a.analysis_fps, a.limit))]
+            if umodel is not None:
+                rows.append((f"Ultralytics ({label})", bench_ultralytics(umodel, path, a.analysis_fps, a.limit, 640)))
+            for name, r in rows:
+                stages = " | ".join(f"{r[k]:.1f}" for k in STAGES)
+                print(f"| {video} | {name} | {r['frames']} | {r['fps']:.1f} | {stages} |")
+            if len(rows) == 2:
+                print(f"| {video} | speed-up | | {rows[0][1]['fps'] / rows[1][1]['fps']:.2f}x | | | | |")
+    if ultra is None:
+        print(f"(Ultralytics rows skipped: {why})")
+
+    cam = load_config(REPO_ROOT / "deploy/edge-classroom.yaml").camera("classroom")
+    frames = [f for f, _ in analysed_frames(Path(str(cam.source)), cam.analysis_fps, 1000)]
+    layout = Layout(cam, frames[0].shape[1], frames[0].shape[0])
+    dev_tiles = DetectConfig(mode="tiled", conf=0.25, tiles=TileConfig(scale=2.0, overlap=0.2, full_frame=True))
+    runs: list[tuple[str, Callable[[np.ndarray], Detections], Callable[[np.ndarray], Detections] | None]] = [
+        ("Turnout full 640, conf 0.25", lambda f: det.detect(f, full), None),
+        (
+            "Turnout tiled (dev: 2x + full frame, conf 0.25; classroom: its config)",
+            lambda f: dyn.detect(f, dev_tiles),
+            lambda f: dyn.detect(f, cam.detect),
+        ),
+    ]
+    if ultra is not None:
+        runs += [
+            ("Ultralytics predictor 640, conf 0.25", ultra_counter(ultra, 640), None),
+            ("Ultralytics predictor 1280 (dyn ONNX), conf 0.25", ultra_counter(ultra_dyn, 1280), None),
+        ]
+    print("\n## Person-count MAE (dev_people_capston2: boxes vs counts.csv; classroom: seated in sections vs 14)")
+    print(f"| runner | dev_people_capston2 MAE ({109 // a.dev_every} imgs) | classroom MAE ({len(frames)} frames) |")
+    print("|---|---|---|")
+    for name, dev_fn, room_fn in runs:
+        dev = dev_mae(shared, dev_fn, a.dev_every)
+        room = classroom_mae(room_fn or dev_fn, frames, layout)
+        print(f"| {name} | {dev:.2f} | {room:.2f} |")
+    if ultra is None:
+        print(f"(Ultralytics rows skipped: {why})")
+
+
+if __name__ == "__main__":
+    main()
