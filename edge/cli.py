@@ -228,7 +228,7 @@ def calibrate(
     write: bool = typer.Option(True, help="Write the best setting into the config file."),
 ) -> None:
     """Search threshold, tile size and scale so this camera's count matches a manual count."""
-    from edge.calibrate import load_points, search
+    from edge.calibrate import format_table, load_points, search
     from edge.config import ConfigError
     from edge.sources import SourceError
 
@@ -243,7 +243,7 @@ def calibrate(
         fail(str(exc))
     detector = _detector(cfg, model)
     result = search(detector, sample, cam, target)
-    typer.echo(result.report() if hasattr(result, "report") else str(result))
+    typer.echo(format_table(result))
     typer.echo(f"error before: {result.error_before:.2f}  after: {result.error_after:.2f} (mean |count - target|)")
     if write and result.best != cam.detect:
         _write_detect(config, camera, result.best.model_dump(mode="json"))
