@@ -1,0 +1,1 @@
+"""API routers (FastAPI bigger-applications layout); each module exposes ``router``."""

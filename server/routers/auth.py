@@ -1,0 +1,46 @@
+"""Login: username + password -> bearer token (and the same token as an HttpOnly cookie)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from server.auth import Role, login, require_role
+from server.db.models import User
+from server.db.session import get_session
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginOut(BaseModel):
+    token: str
+    token_type: str = "bearer"
+    user: str
+    role: Role
+    expires_in_s: int
+
+
+@router.post("/login", response_model=LoginOut)
+def post_login(
+    body: LoginIn, request: Request, response: Response, session: Session = Depends(get_session)
+) -> LoginOut:
+    ttl = timedelta(hours=request.app.state.settings.login_token_ttl_h)
+    result = login(session, body.username, body.password, ttl)
+    if result is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    token, user = result
+    response.set_cookie("turnout_token", token, max_age=int(ttl.total_seconds()), httponly=True, samesite="strict")
+    return LoginOut(token=token, user=user.name, role=Role(user.role), expires_in_s=int(ttl.total_seconds()))
+
+
+@router.get("/me")
+def me(user: User = Depends(require_role(Role.viewer))) -> dict:
+    return {"user": user.name, "role": user.role}

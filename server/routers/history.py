@@ -1,0 +1,62 @@
+"""Time series of an event (attendance, forecast band, decision) and of its sections; JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.auth import read_access
+from server.db.models import Event, EventSample, SectionSample
+from server.db.session import get_session
+
+router = APIRouter(prefix="/api/v1/events", tags=["history"])
+FIELDS = ["ts", "attendance", "people", "forecast", "forecast_low", "forecast_high", "decision"]
+
+
+@router.get("/{event_id}/history", dependencies=[Depends(read_access)])
+def history(
+    event_id: str,
+    session: Session = Depends(get_session),
+    format: Literal["json", "csv"] = "json",
+    since: datetime | None = None,
+    sections: bool = Query(False, description="Per-section series instead of the event's."),
+):
+    event = session.get(Event, event_id)
+    if event is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+    if sections:
+        q = select(SectionSample).where(SectionSample.venue_id == event.venue_id)
+        if since:
+            q = q.where(SectionSample.ts >= since)
+        rows = [
+            {"ts": r.ts.isoformat(), "section": r.section_id, "occupied": r.occupied, "people": r.people}
+            for r in session.scalars(q.order_by(SectionSample.ts, SectionSample.section_id))
+        ]
+        fields = ["ts", "section", "occupied", "people"]
+    else:
+        q = select(EventSample).where(EventSample.event_id == event_id)
+        if since:
+            q = q.where(EventSample.ts >= since)
+        rows = [
+            {k: (getattr(r, k).isoformat() if k == "ts" else getattr(r, k)) for k in FIELDS}
+            for r in session.scalars(q.order_by(EventSample.ts))
+        ]
+        fields = FIELDS
+    if format == "json":
+        return rows
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{event_id}-history.csv"'},
+    )

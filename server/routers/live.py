@@ -1,0 +1,23 @@
+"""Live figures of an event (the same JSON the dashboard's stream sends)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+
+from server.auth import read_access
+
+router = APIRouter(prefix="/api/v1", tags=["live"])
+
+
+@router.get("/events/{event_id}/live", dependencies=[Depends(read_access)])
+def live(event_id: str, request: Request) -> dict:
+    try:
+        return request.app.state.hub.snapshot(event_id)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}") from None
+
+
+@router.get("/ingest/stats", dependencies=[Depends(read_access)])
+def ingest_stats(request: Request) -> dict:
+    """Messages received, accepted and rejected (by reason) since the server started."""
+    return dict(request.app.state.hub.counters)

@@ -1,0 +1,183 @@
+"""Server settings: environment variables ``TURNOUT_*`` over an optional YAML file, validated.
+
+``load_settings(path)`` returns `Settings` or raises `SettingsError` naming the field and the problem.
+Environment variables win over the YAML file (``TURNOUT_CONFIG`` names the file when no path is given).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_ARRIVAL_CURVE: list[tuple[float, float]] = [
+    (-240.0, 0.0),
+    (-180.0, 0.08),
+    (-150.0, 0.18),
+    (-120.0, 0.33),
+    (-90.0, 0.50),
+    (-60.0, 0.68),
+    (-30.0, 0.86),
+    (-10.0, 0.96),
+    (0.0, 1.0),
+]
+"""Cumulative share of the final crowd in the venue, by minutes relative to the start time (a typical
+arena concert/rally with doors open about 3-4 hours before; replace with the venue's own history)."""
+
+
+class SettingsError(ValueError):
+    """Settings cannot be used; ``str(err)`` names the field and what was expected."""
+
+
+class Settings(BaseSettings):
+    """All server settings. Each field is also read from ``TURNOUT_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TURNOUT_", extra="forbid", validate_default=True, validate_assignment=True
+    )
+
+    # storage
+    database_url: str = Field("sqlite:///var/turnout.db", description="SQLAlchemy URL (sqlite or postgresql).")
+    database_schema: str | None = Field(None, description="PostgreSQL schema to use (default: public).")
+    migrate_on_start: bool = True
+    retention_days: float = Field(30.0, gt=0, description="Per-section time series older than this is deleted.")
+    series_interval_s: float = Field(60.0, gt=0, le=3600, description="Time-series resolution (event time).")
+    flush_interval_s: float = Field(2.0, gt=0, le=60, description="How often live state is saved (wall time).")
+
+    # MQTT
+    mqtt_enabled: bool = True
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_protocol: Literal["5", "3.1.1"] = Field("5", description="3.1.1 for brokers without MQTT v5.")
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    mqtt_tls_ca: Path | None = None
+    mqtt_tls_cert: Path | None = None
+    mqtt_tls_key: Path | None = None
+    mqtt_client_id: str | None = Field(None, description="Default: turnout-server-<random>.")
+    mqtt_shared_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT v5 shared subscription group."
+    )
+    mqtt_venues: list[str] | None = Field(None, description="Only ingest these venues (default: all).")
+
+    # live figures
+    stale_after_s: float = Field(30.0, gt=0, description="A camera silent this long is stale.")
+    evaluate: bool = Field(True, description="Run forecast, decision and alerts in this process.")
+    tick_s: float = Field(1.0, gt=0, le=60, description="How often forecasts/decisions/alerts are evaluated.")
+    arrival_curve: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_ARRIVAL_CURVE))
+    arrival_curve_spread: float = Field(
+        0.5, ge=0, le=0.95, description="Relative uncertainty of the curve's share, scaled by (1 - share)."
+    )
+    expected_show_up: float = Field(0.6, gt=0, le=1, description="Share of plausible registrations who come.")
+    show_up_spread: float = Field(0.5, ge=0, lt=1, description="Relative uncertainty of the show-up prior.")
+    min_share_for_decision: float = Field(0.4, ge=0, le=1, description="No decision before this share is in.")
+    decision_margin: float = Field(0.03, ge=0, le=0.5, description="Hysteresis margin, share of capacity.")
+    decision_hold_s: float = Field(300.0, ge=0, description="A new decision must hold this long (event time).")
+    rate_window_s: float = Field(300.0, gt=0, description="Window for the arrival rate (event time).")
+
+    # API
+    public_read: bool = Field(True, description="Live figures, venues and events readable without a token.")
+    login_token_ttl_h: float = Field(12.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, url: str) -> str:
+        u = urlparse(url)
+        if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
+            raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        return url
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, url: str) -> str:
+        if not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        return url
+
+    @field_validator("arrival_curve")
+    @classmethod
+    def _curve(cls, curve: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(curve) < 2:
+            raise ValueError("arrival curve needs at least 2 points [minutes_to_start, share]")
+        minutes = [m for m, _ in curve]
+        shares = [s for _, s in curve]
+        if minutes != sorted(minutes) or len(set(minutes)) != len(minutes):
+            raise ValueError("arrival curve minutes must be strictly increasing")
+        if shares != sorted(shares) or not all(0 <= s <= 1 for s in shares):
+            raise ValueError("arrival curve shares must be non-decreasing within [0, 1]")
+        if shares[-1] != 1.0:
+            raise ValueError("arrival curve must end at share 1.0 (the final crowd)")
+        return curve
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.mqtt_tls_cert is None) != (self.mqtt_tls_key is None):
+            raise ValueError("mqtt_tls_cert and mqtt_tls_key must be given together")
+        return self
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlparse(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        u = urlparse(self.mqtt_url)
+        return u.port or (8883 if u.scheme in ("mqtts", "ssl") else 1883)
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return urlparse(self.mqtt_url).scheme in ("mqtts", "ssl") or self.mqtt_tls_ca is not None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then values passed in (the YAML file), so TURNOUT_* overrides the file.
+        return env_settings, init_settings
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the YAML file (``path`` or ``$TURNOUT_CONFIG``), the environment and ``overrides``.
+
+    ``overrides`` win over both (used by tests and the CLI).
+    """
+    data: dict[str, Any] = {}
+    path = path or os.environ.get("TURNOUT_CONFIG")
+    source = "environment"
+    if path:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise SettingsError(f"settings file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{p}: expected a mapping of setting: value")
+        data = loaded
+    try:
+        settings = Settings(**data)
+        for key, value in overrides.items():
+            setattr(settings, key, value)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc, source)) from None
+    return settings
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(x) for x in err["loc"]) or "(settings)"
+        lines.append(f"  {field} (TURNOUT_{str(err['loc'][0]).upper() if err['loc'] else ''}): {err['msg']}")
+    return "\n".join(lines)
