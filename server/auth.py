@@ -96,6 +96,16 @@ def login(session: Session, name: str, password: str, ttl: timedelta) -> tuple[s
     return create_token(session, name, name="login", ttl=ttl), user
 
 
+def revoke_token(session: Session, token: str) -> bool:
+    """Revoke one token (sign-out); True when a live token was revoked."""
+    row = session.scalar(select(Token).where(Token.token_sha256 == token_digest(token)))
+    if row is None or row.revoked:
+        return False
+    row.revoked = True
+    session.commit()
+    return True
+
+
 def user_for_token(session: Session, token: str, now: datetime | None = None) -> User | None:
     row = session.scalar(select(Token).where(Token.token_sha256 == token_digest(token)))
     if row is None or row.revoked or (row.expires_at is not None and row.expires_at < (now or utcnow())):
@@ -104,6 +114,11 @@ def user_for_token(session: Session, token: str, now: datetime | None = None) ->
 
 
 # ---------------------------------------------------------------------------------- dependencies
+def request_token(request: Request) -> str | None:
+    """The bearer token of a request (Authorization header, else the login cookie)."""
+    return _bearer(request)
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from server.auth import Role, login, require_role
+from server.auth import Role, login, request_token, require_role, revoke_token
 from server.db.models import User
 from server.db.session import get_session
 
@@ -44,3 +44,19 @@ def post_login(
 @router.get("/me")
 def me(user: User = Depends(require_role(Role.viewer))) -> dict:
     return {"user": user.name, "role": user.role}
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+def post_logout(
+    request: Request,
+    response: Response,
+    _user: User = Depends(require_role(Role.viewer)),
+    session: Session = Depends(get_session),
+) -> Response:
+    """Sign out: the token is revoked server-side (it stops working everywhere) and the cookie cleared."""
+    token = request_token(request)
+    if token:
+        revoke_token(session, token)
+    response.status_code = status.HTTP_204_NO_CONTENT
+    response.delete_cookie("turnout_token", httponly=True, samesite="strict")
+    return response

@@ -109,7 +109,7 @@ def test_duplicate_section_ids_and_normalized_range(write_config, good: dict) ->
         load_config(write_config(good))
     good["cameras"][0]["sections"][1]["id"] = "east-walk"
     good["cameras"][0]["coordinates"] = "normalized"
-    with pytest.raises(ConfigError, match="within 0..1"):
+    with pytest.raises(ConfigError, match=r"within 0\.\.1"):
         load_config(write_config(good))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_edge_run_publishes_valid_counts(shared: Path, tmp_path: Path, write_con
         for section in payload["sections"]:
             assert section["occupied"] <= section["seats"]
     seqs = [p["seq"] for p in occupancy]
-    assert all(b > a for a, b in zip(seqs, seqs[1:], strict=False)), "seq must strictly increase"
+    assert all(b > a for a, b in itertools.pairwise(seqs)), "seq must strictly increase"
     # vtest has people walking on the paths: counts are not all zero and they change over 20 s
     people = [sum(s["people"] for s in p["sections"]) for p in occupancy]
     assert max(people) >= 2 and len(set(people)) > 1

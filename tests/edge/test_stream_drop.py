@@ -87,11 +87,9 @@ def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_confi
         source=camera.url, rtsp_transport="udp", analysis_fps=2,
     )  # fmt: skip
     sub = Recorder(system_broker.host, system_broker.port, venue_id)
-    edge = subprocess.Popen(
-        turnout_cmd("edge", "run", "--config", str(write_config(cfg))),
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "edge.log", "wb"),
-    )  # noqa: SIM115
+    edge_log = (tmp_path / "edge.log").open("wb")
+    edge = subprocess.Popen(turnout_cmd("edge", "run", "--config", str(write_config(cfg))),
+                            stdout=subprocess.DEVNULL, stderr=edge_log)  # fmt: skip
 
     def states() -> list[str]:
         with sub.lock:
@@ -117,6 +115,7 @@ def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_confi
     finally:
         edge.terminate()
         edge.wait(20)
+        edge_log.close()
         sub.close()
         camera.close()
     log = (tmp_path / "edge.log").read_text()

@@ -95,6 +95,9 @@ def test_login_returns_a_token_and_rejects_wrong_password(app_client) -> None:
     token = r.json()["token"]
     me = client.get("/api/v1/auth/me", headers=auth(token))
     assert me.json() == {"user": "ops", "role": "operator"}
+    out = client.post("/api/v1/auth/logout", headers=auth(token))
+    assert out.status_code == 204 and 'turnout_token=""' in out.headers.get("set-cookie", "")
+    assert client.get("/api/v1/auth/me", headers=auth(token)).status_code == 401  # revoked everywhere
 
 
 def test_live_figures_count_each_section_once(app_client, system_broker: Broker, venue_id: str, clock) -> None:

@@ -92,7 +92,13 @@ const Turnout = (() => {
     if (user && s) user.textContent = `${s.user || ""} (${s.role || "?"})`;
     const out = document.getElementById("logout");
     if (out)
-      out.addEventListener("click", () => {
+      out.addEventListener("click", async () => {
+        // revoke the token server-side (also clears the HttpOnly cookie), then forget it here
+        try {
+          await api("/api/v1/auth/logout", { method: "POST" });
+        } catch (_err) {
+          /* already invalid: nothing to revoke */
+        }
         clearSession();
         location.assign("/login");
       });
