@@ -279,6 +279,7 @@ def run_demo(
         else None
     )
     cleanups: list[Any] = []
+    stop_first: list[Any] = []
     tmp = tempfile.TemporaryDirectory(prefix="turnout-demo-")
     work = Path(tmp.name)
     try:
@@ -317,7 +318,7 @@ def run_demo(
         if port == 0:
             port = free_port()
         server = ServerThread(create_app(settings, clock=clock), port).start()
-        cleanups.append(server.stop)
+        stop_first.append(server.stop)  # before the cameras go: no "camera offline" alerts for a planned stop
 
         sim = VenueSimulator(plan, venue=VENUE, start_time=times.start, clock=clock, host=broker.host, port=broker.port)
         sim.start()
@@ -355,7 +356,7 @@ def run_demo(
         return 0
     finally:
         print("demo: stopping ...", flush=True)
-        for fn in reversed(cleanups):
+        for fn in [*stop_first, *reversed(cleanups)]:
             try:
                 fn()
             except Exception as exc:  # keep stopping the rest
