@@ -544,20 +544,8 @@ class LiveHub:
         if changed:
             self._save_decision(s, event_id, new, event.decision_figures)
         if new.state != DecisionState.undecided:
-            self.alerts.raise_or_update(
-                s,
-                id=alert_id(AlertKind.OVERFLOW_DECISION, event_id),
-                venue=event.venue_id,
-                event=event_id,
-                kind=AlertKind.OVERFLOW_DECISION,
-                subject=None,
-                state=new.state.value,
-                active=True,
-                severity="warning" if new.state == DecisionState.overflow_needed else "info",
-                message=_decision_message(event, new.state, event.decision_figures),
-                figures=event.decision_figures,
-                now=now,
-            )
+            severity = "warning" if new.state == DecisionState.overflow_needed else "info"
+            self._decision_alert(s, event_id, event, new.state, event.decision_figures, severity, now)
 
     def _evaluate_venues(self, s: Session, now: datetime) -> None:
         with self._lock:
@@ -651,6 +639,37 @@ class LiveHub:
         s.execute(delete(EventSample).where(EventSample.ts < cutoff))
         s.commit()
         event.last_sample = now
+
+    def _decision_alert(
+        self,
+        s: Session,
+        event_id: str,
+        event: EventLive,
+        state: DecisionState,
+        figures: dict[str, Any],
+        severity: str,
+        now: datetime,
+        override_by: str | None = None,
+    ) -> None:
+        """Raise (or update) the event's one overflow-decision alert; its id is stable per event."""
+        message = _decision_message(event, state, figures)
+        if override_by:
+            message += f" (set by {override_by})"
+            figures = {**figures, "override_by": override_by}
+        self.alerts.raise_or_update(
+            s,
+            id=alert_id(AlertKind.OVERFLOW_DECISION, event_id),
+            venue=event.venue_id,
+            event=event_id,
+            kind=AlertKind.OVERFLOW_DECISION,
+            subject=None,
+            state=state.value,
+            active=True,
+            severity=severity,
+            message=message,
+            figures=figures,
+            now=now,
+        )
 
     def _save_decision(self, s: Session, event_id: str, d: DecisionMemory, figures: dict[str, Any]) -> None:
         s.merge(
@@ -754,20 +773,7 @@ class LiveHub:
         with self.db.session() as s:
             self._save_decision(s, event_id, new, figures)
             if new.state != DecisionState.undecided:
-                self.alerts.raise_or_update(
-                    s,
-                    id=alert_id(AlertKind.OVERFLOW_DECISION, event_id),
-                    venue=event.venue_id,
-                    event=event_id,
-                    kind=AlertKind.OVERFLOW_DECISION,
-                    subject=None,
-                    state=new.state.value,
-                    active=True,
-                    severity="warning",
-                    message=_decision_message(event, new.state, figures) + f" (set by {user})",
-                    figures={**figures, "override_by": user},
-                    now=now,
-                )
+                self._decision_alert(s, event_id, event, new.state, figures, "warning", now, override_by=user)
         self._notify()
         return new
 
