@@ -77,6 +77,7 @@ def test_auth_roles_on_writes_and_personal_data(app_client, venue_id: str, clock
     assert r.status_code == 200 and r.json()["state"] == "cancel_overflow" and r.json()["frozen"]
     alerts = client.get("/api/v1/alerts", params={"event": "ev"}).json()
     assert [a["state"] for a in alerts] == ["cancel_overflow"]
+    assert alerts[0]["message"].endswith(")") and "(set by " in alerts[0]["message"]
     ack = f"/api/v1/alerts/{alerts[0]['id']}/ack"
     assert client.post(ack, headers=auth(viewer)).status_code == 403
     r = client.post(ack, headers=auth(operator))
