@@ -131,9 +131,6 @@ class Detector:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        # Idle ORT worker threads sleep instead of spinning: the capture stage (video decode) runs on the
-        # same cores concurrently, and spinning threads would steal its time (benchmarks/bench_edge.py).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several private exception types
