@@ -13,6 +13,7 @@ same rounding; RGB; /255), so counts match its predictor on the same ONNX file (
 from __future__ import annotations
 
 import ast
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ class Detector:
             raise ModelError(f"{self.path}: no 'person' class in the model's names ({len(self.names)} classes)")
         self.person = persons[0]
         self.end2end = self._layout(outputs[0].shape, meta)
-        self.last_timing: dict[str, float] = {}
+        self._local = threading.local()
 
     def _names(self, meta: dict[str, str]) -> dict[int, str]:
         if "names" not in meta:
@@ -213,8 +214,13 @@ class Detector:
             dets, timing = detect_tiled(self, frame_bgr, cfg)
         else:
             dets, timing = self._detect_full(frame_bgr, cfg)
-        self.last_timing = timing
+        self._local.timing = timing
         return dets
+
+    @property
+    def last_timing(self) -> dict[str, float]:
+        """Stage times (ms) and tile count of this thread's last `detect` call (cameras share a Detector)."""
+        return getattr(self._local, "timing", {})
 
     def _detect_full(self, frame: np.ndarray, cfg: DetectConfig) -> tuple[Detections, dict[str, float]]:
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import DetectConfig
+from edge.config import DetectConfig, TileConfig
 from edge.detector import Detector, ModelError, letterbox
 
 REF_CFG = DetectConfig(conf=0.25, iou=0.7, max_det=300)  # the reference's predictor args
@@ -226,3 +227,22 @@ def test_unreadable_model_names_file(tmp_path: Path) -> None:
 def test_bad_frame_is_rejected(detector: Detector) -> None:
     with pytest.raises(ValueError, match="BGR image"):
         detector.detect(np.zeros((10, 10), np.uint8), REF_CFG)
+
+
+def test_timing_is_per_thread(model_path: Path) -> None:
+    """Cameras share one Detector: each thread reads its own last timing, not another camera's."""
+    detector = Detector(model_path, threads=1)
+    frame = np.zeros((352, 640, 3), np.uint8)
+    tiled = DetectConfig(mode="tiled", tiles=TileConfig(scale=2.0, overlap=0.25))
+    seen: dict[str, float] = {}
+
+    def other_camera() -> None:
+        detector.detect(frame, tiled)
+        seen["other"] = detector.last_timing["tiles"]
+
+    detector.detect(frame, DetectConfig())
+    t = threading.Thread(target=other_camera)
+    t.start()
+    t.join()
+    assert seen["other"] > 1
+    assert detector.last_timing["tiles"] == 1

@@ -86,3 +86,37 @@ def test_seq_continues_across_restarts(shared: Path, tmp_path: Path, write_confi
     seqs = [json.loads(raw)["seq"] for raw in sub.messages["occupancy"]]
     assert len(seqs) >= 4
     assert seqs == sorted(set(seqs)), "seq must strictly increase across an edge restart"
+
+
+def test_two_cameras_one_device(shared: Path, tmp_path: Path, write_config, system_broker, venue_id) -> None:
+    """A standing-crowd camera and a tiled seating camera share one detector; each publishes its own counts."""
+    cfg = vtest_config(shared, venue_id, system_broker.url, tmp_path / "state", realtime=False)
+    cfg["cameras"].append(
+        {
+            "id": "hall-cam",
+            "source": str(shared / "data/videos/classroom_cctv_fixed_640x352_11s.mp4"),
+            "realtime": False,
+            "analysis_fps": 2,
+            "anchor": "center",
+            "detect": {"mode": "tiled", "conf": 0.2, "tiles": {"scale": 2.0, "overlap": 0.25}},
+            "sections": [{"id": "seats", "seats": 36, "polygon": [[15, 50], [600, 50], [600, 330], [15, 330]]}],
+        }
+    )
+    sub = Recorder(system_broker.host, system_broker.port, venue_id)
+    try:
+        result = run_turnout("edge", "run", "--config", str(write_config(cfg)), "--duration", "10", timeout=60)
+    finally:
+        sub.close()
+    assert result.returncode == 0, result.stderr[-2000:]
+    by_camera: dict[str, list[dict]] = {}
+    for raw in sub.messages["occupancy"]:
+        payload = json.loads(raw)
+        by_camera.setdefault(payload["camera"], []).append(payload)
+    assert set(by_camera) == {"plaza-cam", "hall-cam"}
+    hall = by_camera["hall-cam"]
+    assert {p["processing"]["tiles"] for p in hall} == {6}  # 640x352 at 2x in 640 tiles, 25 % overlap
+    assert {p["processing"]["tiles"] for p in by_camera["plaza-cam"]} == {1}
+    assert 8 <= hall[-1]["sections"][0]["occupied"] <= 20  # about 14 seated students
+    for msgs in by_camera.values():
+        seqs = [p["seq"] for p in msgs]
+        assert seqs == sorted(set(seqs))
