@@ -164,7 +164,7 @@ class _Cache:
             if isinstance(raw, TileBoxes):
                 keep = raw.scores >= cfg.conf
                 sub = TileBoxes(raw.xyxy[keep], raw.scores[keep], raw.tile[keep], raw.truncated[keep])
-                out.append(merge_tiles(sub, cfg.tiles, cfg.max_det))
+                out.append(merge_tiles(sub, cfg.tiles, cfg.max_det * max(1, len(set(sub.tile.tolist())))))
             else:
                 out.append(raw.with_min_confidence(cfg.conf)[: cfg.max_det])
         return out

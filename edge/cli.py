@@ -58,8 +58,10 @@ def _check_broker(cfg: EdgeConfig, strict: bool) -> None:
 
     try:
         socket.getaddrinfo(cfg.mqtt.host, cfg.mqtt.port)
-    except OSError as exc:
-        fail(f"MQTT broker host {cfg.mqtt.host}:{cfg.mqtt.port} cannot be resolved ({exc}); check mqtt.url in {cfg.venue}'s config")
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_NONAME:  # the name does not exist: a typo in the config
+            fail(f"MQTT broker host {cfg.mqtt.host}:{cfg.mqtt.port} does not exist ({exc}); check mqtt.url")
+        # a resolver that is not up yet (boot, network outage): paho keeps retrying, counts are spooled
     try:
         check_reachable(cfg.mqtt, timeout=3.0)
     except BrokerUnreachable as exc:
@@ -80,6 +82,7 @@ def run(
     require_broker: bool = typer.Option(False, help="Exit (code 2) if the broker is unreachable at start."),
 ) -> None:
     """Count people on every camera and publish seat occupancy over MQTT until stopped."""
+    from edge.config import ConfigError
     from edge.pipeline import EdgeRunner
     from edge.sources import SourceError, probe
 
@@ -91,8 +94,11 @@ def run(
                 probe(cam)
             except SourceError as exc:
                 fail(str(exc))
-    _check_broker(cfg, strict=require_broker)
-    runner = EdgeRunner(cfg, detector)
+    try:
+        _check_broker(cfg, strict=require_broker)
+        runner = EdgeRunner(cfg, detector)
+    except (ConfigError, OSError) as exc:  # password_env unset, TLS file missing, state_dir not writable ...
+        fail(f"{config}: {exc}")
 
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -139,12 +145,13 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
             f"{len(cam.sections)} sections / {seats} seats, mode {cam.detect.mode}, "
             f"{people} people in sections on the first frame ({detector.last_timing.get('inference', 0):.0f} ms)"
         )
+    from edge.config import ConfigError
     from edge.publisher import BrokerUnreachable, check_reachable
 
     try:
         check_reachable(cfg.mqtt, timeout=3.0)
         typer.echo(f"broker   {cfg.mqtt.url}: reachable")
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, ConfigError, OSError) as exc:
         typer.secho(f"broker   FAILED {exc}", fg=typer.colors.RED)
         problems += 1
     if problems:

@@ -21,11 +21,24 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from shapely.geometry import Point as ShapelyPoint
+from shapely.geometry import Polygon
+from shapely.validation import explain_validity
 
 from turnout.contract import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Point = tuple[float, float]
+
+
+def _check_polygon(points: list[Point], what: str) -> list[Point]:
+    """At least 3 points and not crossing itself (a bow-tie would count people in the wrong place)."""
+    if len(points) < 3:
+        raise ValueError(f"{what} needs at least 3 points, got {len(points)}")
+    poly = Polygon(points)
+    if not poly.is_valid or poly.area == 0:
+        raise ValueError(f"{what} crosses itself or has no area: {explain_validity(poly)}; list corners in order")
+    return points
 
 
 class ConfigError(ValueError):
@@ -70,6 +83,10 @@ class MqttConfig(_Strict):
         u = urlparse(url)
         if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss") or not u.hostname:
             raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            u.port  # noqa: B018 - raises for a port outside 0..65535
+        except ValueError:
+            raise ValueError(f"port out of range in {url!r} (1..65535)") from None
         return url
 
     @property
@@ -146,8 +163,8 @@ class Seat(_Strict):
     def _one_shape(self) -> Seat:
         if (self.point is None) == (self.polygon is None):
             raise ValueError("a seat needs exactly one of `point` or `polygon`")
-        if self.polygon is not None and len(self.polygon) < 3:
-            raise ValueError(f"seat polygon needs at least 3 points, got {len(self.polygon)}")
+        if self.polygon is not None:
+            _check_polygon(self.polygon, f"seat {self.id} polygon")
         return self
 
 
@@ -160,9 +177,7 @@ class Section(_Strict):
     @field_validator("polygon")
     @classmethod
     def _polygon(cls, polygon: list[Point]) -> list[Point]:
-        if len(polygon) < 3:
-            raise ValueError(f"polygon needs at least 3 points, got {len(polygon)}")
-        return polygon
+        return _check_polygon(polygon, "polygon")
 
     @model_validator(mode="after")
     def _seat_map(self) -> Section:
@@ -171,6 +186,11 @@ class Section(_Strict):
         ids = [s.id for s in self.seat_map]
         if len(ids) != len(set(ids)):
             raise ValueError("seat ids must be unique within a section")
+        area = Polygon(self.polygon).buffer(1e-9)
+        for seat in self.seat_map:
+            inside = area.contains(ShapelyPoint(seat.point)) if seat.point else area.contains(Polygon(seat.polygon))
+            if not inside:
+                raise ValueError(f"seat {seat.id} lies outside section {self.id}'s polygon (it could never be taken)")
         return self
 
 
@@ -199,8 +219,7 @@ class CameraConfig(_Strict):
     @classmethod
     def _exclude(cls, areas: list[list[Point]]) -> list[list[Point]]:
         for i, poly in enumerate(areas):
-            if len(poly) < 3:
-                raise ValueError(f"exclude[{i}] needs at least 3 points, got {len(poly)}")
+            _check_polygon(poly, f"exclude[{i}]")
         return areas
 
     @model_validator(mode="after")
@@ -210,19 +229,24 @@ class CameraConfig(_Strict):
             raise ValueError("section ids must be unique within a camera")
         if self.coordinates == "normalized":
             pts = [p for s in self.sections for p in s.polygon] + [p for a in self.exclude for p in a]
+            pts += [p for s in self.sections for seat in s.seat_map for p in (seat.polygon or [seat.point])]
             if any(not (0.0 <= c <= 1.0) for p in pts for c in p):
                 raise ValueError("normalized coordinates must lie within 0..1")
         return self
 
     @property
-    def source_kind(self) -> Literal["file", "rtsp", "http", "usb"]:
-        if isinstance(self.source, int) or str(self.source).isdigit():
+    def source_kind(self) -> Literal["file", "rtsp", "http", "stream", "usb"]:
+        """``usb`` (index or /dev/video*), ``rtsp``, ``http`` (MJPEG/HLS), other ``scheme://`` (FFmpeg), ``file``."""
+        src = str(self.source)
+        if isinstance(self.source, int) or src.isdigit() or src.startswith("/dev/video"):
             return "usb"
-        scheme = urlparse(str(self.source)).scheme.lower()
+        scheme = urlparse(src).scheme.lower()
         if scheme in ("rtsp", "rtsps"):
             return "rtsp"
         if scheme in ("http", "https"):
             return "http"
+        if "://" in src:
+            return "stream"  # rtmp://, udp://, srt:// ...: whatever FFmpeg can open
         return "file"
 
 
@@ -294,7 +318,8 @@ def load_config(path: str | Path) -> EdgeConfig:
 
 
 def _resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
-    """Relative video files and state_dir are relative to the config file's folder; ${VAR} is expanded."""
+    """Relative files (videos, state_dir, password/TLS files, model path) are relative to the config file's
+    folder; ${VAR} and ~ are expanded."""
     cams = []
     for cam in cfg.cameras:
         src = cam.source
@@ -304,7 +329,25 @@ def _resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
                 expanded = (base / expanded).resolve()
             src = str(expanded)
         cams.append(cam.model_copy(update={"source": src}))
-    state = Path(os.path.expandvars(str(cfg.state_dir))).expanduser()
-    if not state.is_absolute():
-        state = (base / state).resolve()
-    return cfg.model_copy(update={"cameras": cams, "state_dir": state})
+    def rel(path: Path | str | None) -> Path | None:
+        if path is None:
+            return None
+        p = Path(os.path.expandvars(str(path))).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    mqtt = cfg.mqtt.model_copy(update={"password_file": rel(cfg.mqtt.password_file)})
+    if cfg.mqtt.tls is not None:
+        tls = cfg.mqtt.tls
+        mqtt = mqtt.model_copy(
+            update={
+                "tls": tls.model_copy(
+                    update={"ca_file": rel(tls.ca_file), "cert_file": rel(tls.cert_file), "key_file": rel(tls.key_file)}
+                )
+            }
+        )
+    model = cfg.model
+    if model.path and ("/" in model.path or model.path.endswith(".onnx")):
+        candidate = rel(model.path)
+        if candidate is not None and candidate.is_file():
+            model = model.model_copy(update={"path": str(candidate)})
+    return cfg.model_copy(update={"cameras": cams, "state_dir": rel(cfg.state_dir), "mqtt": mqtt, "model": model})

@@ -43,6 +43,7 @@ class CameraStats:
     fps: float = 0.0
     state: CameraState = CameraState.DEGRADED
     error: str | None = None
+    failures: int = 0
     sections: dict[str, SectionTally] = field(default_factory=dict)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
@@ -155,7 +156,19 @@ class CameraWorker:
             log.exception("camera %s: capture failed", self.camera.id)
             self.stats.error = f"capture failed: {exc}"
         finally:
-            self._frames.put(_STOP)
+            self._put_stop()
+
+    def _put_stop(self) -> None:
+        """Tell the detect stage the source has ended; never blocks on a queue nobody reads any more."""
+        while True:
+            try:
+                self._frames.put(_STOP, timeout=0.2)
+                return
+            except queue.Full:
+                if self.stop.is_set() or self.done.is_set():
+                    with contextlib.suppress(queue.Empty):
+                        while True:
+                            self._frames.get_nowait()
 
     def _detect(self) -> None:
         try:
@@ -169,12 +182,20 @@ class CameraWorker:
                 if item is _STOP:
                     break
                 assert isinstance(item, Frame)
-                self._analyse(item)
-        except Exception as exc:
-            log.exception("camera %s: detection failed", self.camera.id)
-            self.stats.error = f"detection failed: {exc}"
+                try:
+                    self._analyse(item)
+                except Exception as exc:  # one bad frame must not stop the camera: report and go on
+                    self._frame_failed(exc)
         finally:
             self.done.set()
+
+    def _frame_failed(self, exc: Exception) -> None:
+        self.stats.failures += 1
+        reason = f"analysis failed: {type(exc).__name__}: {exc}"
+        if self.stats.failures == 1 or self.stats.failures % 100 == 0:
+            log.exception("camera %s: %s (%d frames so far)", self.camera.id, reason, self.stats.failures)
+        self.stats.error = reason
+        self._set_state(CameraState.DEGRADED, reason[:500])
 
     def _analyse(self, frame: Frame) -> None:
         with self._lock:
@@ -194,7 +215,7 @@ class CameraWorker:
         self.stats.sections = smoothed
         if self.stats.state is not CameraState.ONLINE:
             self._set_state(CameraState.ONLINE, None)
-        if self._should_publish(smoothed, now):
+        if smoother.warm and self._should_publish(smoothed, now):
             self._publish(frame, camera, smoothed, tiles)
             self._last_sent_at = now
             self._last_sent = {k: (v.occupied, v.people) for k, v in smoothed.items()}

@@ -214,8 +214,8 @@ class Publisher:
         self.status_topic = contract.status_topic(venue, camera)
         self.spool = Spool(spool_path(state_dir, venue, camera), cfg.queue.max_messages, cfg.queue.overflow)
         self._protocol = _protocol(cfg)
-        self._state = CameraState.ONLINE
-        self._reason: str | None = None
+        self._state = CameraState.DEGRADED  # "online" once the pipeline has analysed a frame
+        self._reason: str | None = "starting"
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._connected = threading.Event()
         self._wake = threading.Event()
@@ -369,12 +369,13 @@ class Publisher:
         log.info("%s: connected to %s:%d (MQTT %s)", self.camera, self.cfg.host, self.cfg.port, self.protocol)
         # The will of the next connection carries a fresh timestamp.
         client.will_set(self.status_topic, self._will_payload(), qos=contract.QOS, retain=True)
+        # connected first: a set_status() racing with this callback then publishes its own update too
+        self._connected.set()
         client.publish(self.status_topic, self._status_payload(), qos=contract.QOS, retain=True)
         with self._lock:
             topics = list(self._subscriptions)
         for topic in topics:
             client.subscribe(topic, qos=contract.QOS)
-        self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
@@ -399,39 +400,50 @@ class Publisher:
         while not self._stopping.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
-            if self._fallback.is_set():
-                self._fall_back()
-                inflight.clear()
-                last_id = 0
-                continue
-            while True:
-                try:
-                    mid, refused = self._acked.get_nowait()
-                except queue.Empty:
-                    break
-                done[mid] = refused
-            acked: list[int] = []
-            while inflight and inflight[0][1] in done:
-                spool_id, mid = inflight.popleft()
-                if done.pop(mid):
-                    self._rejected += 1
-                    log.error("%s: broker refused occupancy message (not authorized?); dropped", self.camera)
-                else:
-                    self._sent += 1
-                acked.append(spool_id)
-            # mids that are not ours (status, snapshots) are forgotten
-            ours = {m for _, m in inflight}
-            for mid in [m for m in done if m not in ours]:
-                del done[mid]
-            self.spool.ack(*acked)
-            if not self._connected.is_set() or len(inflight) >= WINDOW:
-                continue
-            for item in self.spool.peek(WINDOW - len(inflight), after_id=last_id):
-                info = self._client.publish(item.topic, item.payload, qos=contract.QOS)
-                if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                    break
-                inflight.append((item.id, info.mid))
-                last_id = item.id
+            try:
+                last_id = self._send_step(inflight, done, last_id)
+            except Exception:  # disk full, locked database ...: keep the sender alive and retry
+                log.exception("%s: sending from the store-and-forward queue failed; retrying", self.camera)
+                self._stopping.wait(1.0)
+
+    def _send_step(self, inflight: deque[tuple[int, int]], done: dict[int, bool], last_id: int) -> int:
+        """One round of the sender: collect PUBACKs, free acknowledged messages, hand out new ones.
+
+        Returns the spool id of the last message handed to paho (0 after a protocol fall-back).
+        """
+        if self._fallback.is_set():
+            self._fall_back()
+            inflight.clear()
+            return 0
+        while True:
+            try:
+                mid, refused = self._acked.get_nowait()
+            except queue.Empty:
+                break
+            done[mid] = refused
+        acked: list[int] = []
+        while inflight and inflight[0][1] in done:
+            spool_id, mid = inflight.popleft()
+            if done.pop(mid):
+                self._rejected += 1
+                log.error("%s: broker refused occupancy message (not authorized?); dropped", self.camera)
+            else:
+                self._sent += 1
+            acked.append(spool_id)
+        # mids that are not ours (status, snapshots) are forgotten
+        ours = {m for _, m in inflight}
+        for mid in [m for m in done if m not in ours]:
+            del done[mid]
+        self.spool.ack(*acked)
+        if not self._connected.is_set() or len(inflight) >= WINDOW:
+            return last_id
+        for item in self.spool.peek(WINDOW - len(inflight), after_id=last_id):
+            info = self._client.publish(item.topic, item.payload, qos=contract.QOS)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                break
+            inflight.append((item.id, info.mid))
+            last_id = item.id
+        return last_id
 
     def _fall_back(self) -> None:
         """Replace the v5 client by a 3.1.1 one (broker refused v5 on the first connection)."""

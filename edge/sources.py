@@ -52,7 +52,7 @@ def open_capture(camera: CameraConfig) -> cv2.VideoCapture:
     src = camera.source
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, _OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, _READ_TIMEOUT_MS]
     if kind == "usb":
-        cap = cv2.VideoCapture(int(src))
+        cap = cv2.VideoCapture(int(src) if str(src).isdigit() else str(src))
     elif kind == "file":
         if not os.path.isfile(str(src)):
             raise SourceError(f"camera {camera.id}: video file not found: {src}")

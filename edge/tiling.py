@@ -192,6 +192,7 @@ def detect_tiled(det: Detector, frame: np.ndarray, cfg: DetectConfig) -> tuple[D
     """Tiled detection of one frame: batched tile inference, then the border-aware merge."""
     boxes, timing = run_tiles(det, frame, cfg)
     t0 = time.perf_counter()
-    dets = merge_tiles(boxes, cfg.tiles, cfg.max_det)
+    # max_det bounds each tile (as in Ultralytics, per image); the merged frame may hold more people
+    dets = merge_tiles(boxes, cfg.tiles, cfg.max_det * max(1, int(timing.get("tiles", 1))))
     timing["postprocess"] += (time.perf_counter() - t0) * 1e3
     return dets, timing

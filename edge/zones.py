@@ -2,8 +2,8 @@
 
 A person is *in* a section when the anchor point of their box (`CameraConfig.anchor`) lies inside the
 section polygon and outside every excluded area. With a seat map, each person is assigned to the free
-seat nearest their anchor (seat polygons contain the anchor; seat points must lie within half the box
-width); without one, the section's occupied count is the number of people in it, capped at its seats.
+seat nearest their anchor (seat polygons contain the anchor; seat points must lie within 0.75 box
+widths); without one, the section's occupied count is the number of people in it, capped at its seats.
 `SectionSmoother` adds the hysteresis over recent analysis frames.
 """
 
@@ -159,8 +159,15 @@ class SectionSmoother:
     _occupied: dict[str, deque[int]] = field(default_factory=dict)
     _seat_state: dict[tuple[str, str], bool] = field(default_factory=dict)
     _seat_run: dict[tuple[str, str], int] = field(default_factory=dict)
+    frames: int = 0
+
+    @property
+    def warm(self) -> bool:
+        """True once enough frames were seen for the smoothed counts to mean something (publish gate)."""
+        return self.frames >= max(self.window, self.seat_on)
 
     def update(self, tallies: dict[str, SectionTally], layout: Layout) -> dict[str, SectionTally]:
+        self.frames += 1
         out: dict[str, SectionTally] = {}
         for sec in layout.sections:
             tally = tallies.get(sec.id, SectionTally(0, 0))
@@ -194,6 +201,7 @@ class SectionSmoother:
         return taken
 
     def reset(self) -> None:
+        self.frames = 0
         self._people.clear()
         self._occupied.clear()
         self._seat_state.clear()

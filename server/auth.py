@@ -8,6 +8,7 @@ no or unknown token -> 401, a role below the one required -> 403.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -63,6 +64,11 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -91,7 +97,10 @@ def create_token(session: Session, user_name: str, name: str = "api", ttl: timed
 
 def login(session: Session, name: str, password: str, ttl: timedelta) -> tuple[str, User] | None:
     user = session.scalar(select(User).where(User.name == name))
-    if user is None or not verify_password(password, user.password_hash):
+    # an unknown user costs the same scrypt as a known one: no user enumeration by timing
+    if not verify_password(password, user.password_hash if user and user.password_hash else _dummy_hash()):
+        return None
+    if user is None or not user.password_hash:
         return None
     return create_token(session, name, name="login", ttl=ttl), user
 
@@ -115,7 +124,7 @@ def user_for_token(session: Session, token: str, now: datetime | None = None) ->
 
 # ---------------------------------------------------------------------------------- dependencies
 def request_token(request: Request) -> str | None:
-    """The bearer token of a request (Authorization header, else the login cookie)."""
+    """The bearer token of a request (Authorization header, else the login cookie on GET/HEAD only)."""
     return _bearer(request)
 
 
@@ -124,6 +133,8 @@ def _bearer(request: Request) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    if request.method not in ("GET", "HEAD"):  # writes need the header: a cookie rides along cross-site
+        return None
     return request.cookies.get("turnout_token") or None
 
 

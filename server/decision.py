@@ -55,6 +55,8 @@ def propose(forecast: Forecast | None, rules: DecisionRules) -> DecisionState | 
     """The state the forecast argues for, or None when it argues for nothing (yet)."""
     if forecast is None or forecast.share < rules.min_share:
         return None
+    if forecast.method == "registrations":  # no live count behind it: never decide on registrations alone
+        return None
     band = rules.margin * rules.capacity
     if forecast.high < rules.target - band:
         return DecisionState.cancel_overflow

@@ -67,6 +67,8 @@ class MqttBridge:
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        if self.hub is not None:
+            self.hub.set_link(False)
         if self._v311:
             self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
             self.client.loop_start()
@@ -122,10 +124,14 @@ class MqttBridge:
         if self.hub is not None or subs:
             client.subscribe(subs)
         self.connected.set()
+        if self.hub is not None:
+            self.hub.set_link(True)
         log.info("MQTT connected to %s as %s", self.settings.mqtt_url, self.client_id)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected.clear()
+        if self.hub is not None:
+            self.hub.set_link(False)
         if reason.is_failure:
             log.warning("MQTT disconnected (%s); reconnecting", reason)
 

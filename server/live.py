@@ -62,6 +62,7 @@ class CameraLive:
     status_ts: datetime | None = None
     last_seen: datetime | None = None
     last_seq: int | None = None
+    status_state: str | None = None  # state of the last status message (to drop exact repeats)
 
 
 @dataclass
@@ -123,6 +124,24 @@ class LiveHub:
         self._observers: list[Callable[[Occupancy], None]] = []
         self._last_flush = 0.0
         self._last_log = 0.0
+        self._config_fp: int | None = None
+        self._link_up: bool | None = None  # the MQTT link; None: not managed here (camera alerts always on)
+        self._link_since: datetime | None = None
+
+    def set_link(self, up: bool) -> None:
+        """The MQTT bridge reports its link. Camera stale/offline alerts wait while it is down and for
+        ``stale_after_s`` after each (re)connect, so silence we could not hear raises no alert."""
+        with self._lock:
+            self._link_up = up
+            self._link_since = self.clock.now() if up else None
+
+    def _camera_alerts_due(self, now: datetime) -> bool:
+        with self._lock:
+            if self._link_up is None:
+                return True
+            if not self._link_up or self._link_since is None:
+                return False
+            return (now - self._link_since).total_seconds() >= self.settings.stale_after_s
 
     # ------------------------------------------------------------------------------ loading
     def reload(self) -> None:
@@ -283,13 +302,17 @@ class LiveHub:
             if cam is None:
                 self.counters["unknown_camera"] += 1
                 return
-            if cam.status_ts is not None and msg.ts <= cam.status_ts:
+            # In arrival order (the broker keeps it per topic): the edge's last will carries the ts of its
+            # CONNECT, older than the `online` it sent after, yet it is the newer news. Only repeats drop.
+            if cam.status_ts == msg.ts and cam.status_state == msg.state.value:
                 self.counters["duplicate_or_old"] += 1
                 return
-            cam.status_ts = msg.ts
+            cam.status_ts, cam.status_state = msg.ts, msg.state.value
             cam.state = msg.state.value
             if msg.state != CameraState.OFFLINE:
-                cam.last_seen = self.clock.now()
+                seen = min(msg.ts, self.clock.now())  # an old retained status is no sign of life now
+                if cam.last_seen is None or seen > cam.last_seen:
+                    cam.last_seen = seen
             assert venue is not None
             venue.dirty_cameras.add(camera_id)
             self.counters["status"] += 1
@@ -483,6 +506,10 @@ class LiveHub:
         with self._tick_lock:
             now = now or self.clock.now()
             with self.db.session() as s:
+                fp = _config_fingerprint(s)
+                if self._config_fp is not None and fp != self._config_fp:
+                    self.reload()  # changed outside this process (`turnout server load`, registrations import)
+                self._config_fp = fp
                 if self.settings.mqtt_shared_group:
                     self.merge_saved(s)
                 if self.settings.evaluate:
@@ -521,8 +548,19 @@ class LiveHub:
             hold_s=self.settings.decision_hold_s,
             min_share=self.settings.min_share_for_decision,
         )
+        seats = sum(sec["seats"] for sec in f["sections"])
+        live_seats = sum(sec["seats"] for sec in f["sections"] if not sec["stale"])
+        coverage = live_seats / seats if seats else 0.0
+        reason = None
+        if coverage < self.settings.min_live_coverage:
+            reason = (
+                f"live cameras cover {coverage:.0%} of the seats (< {self.settings.min_live_coverage:.0%}): "
+                "no new decision until they are back"
+            )
+        elif fc is not None and fc.method == "registrations":
+            reason = "forecast from registrations only (no one counted yet): no new decision"
         memory = event.decision or DecisionMemory(DecisionState.undecided, now)
-        new = step(memory, fc, rules, now)
+        new = step(memory, None if reason else fc, rules, now)
         figures = {
             "attendance": attendance,
             "capacity": event.capacity,
@@ -541,6 +579,8 @@ class LiveHub:
             event.decision = new
             if new.state != memory.state or event.decision_figures == {}:
                 event.decision_figures = figures
+            # why the decision may not move now (shown live; saved with the next change)
+            event.decision_figures = {**event.decision_figures, "coverage": round(coverage, 4), "reason": reason}
         if changed:
             self._save_decision(s, event_id, new, event.decision_figures)
         if new.state != DecisionState.undecided:
@@ -560,8 +600,9 @@ class LiveHub:
                     continue
                 cams = {c.id: self._camera_view(c, now) for c in venue.cameras.values()}
                 work.append((vid, event.id, cams, self._sections(venue, cams)))
+        camera_alerts = self._camera_alerts_due(now)
         for vid, eid, cams, sections in work:
-            for cam in cams.values():
+            for cam in cams.values() if camera_alerts else ():
                 if cam["last_seen"] is None and cam["state"] != "offline":
                     continue
                 for kind, state_name in ((AlertKind.CAMERA_OFFLINE, "offline"), (AlertKind.CAMERA_STALE, "stale")):
@@ -650,6 +691,7 @@ class LiveHub:
         severity: str,
         now: datetime,
         override_by: str | None = None,
+        active: bool = True,
     ) -> None:
         """Raise (or update) the event's one overflow-decision alert; its id is stable per event."""
         message = _decision_message(event, state, figures)
@@ -664,7 +706,7 @@ class LiveHub:
             kind=AlertKind.OVERFLOW_DECISION,
             subject=None,
             state=state.value,
-            active=True,
+            active=active,
             severity=severity,
             message=message,
             figures=figures,
@@ -759,23 +801,43 @@ class LiveHub:
 
     # ---------------------------------------------------------------------------- override
     def override_decision(self, event_id: str, state: DecisionState | None, user: str) -> DecisionMemory:
-        """Operator override (frozen at ``state``); ``None`` returns the decision to automatic."""
-        now = self.clock.now()
-        with self._lock:
-            event = self.events[event_id]
-            old = event.decision or DecisionMemory(DecisionState.undecided, now)
-            if state is None:
-                new = DecisionMemory(old.state, now)
-            else:
-                new = DecisionMemory(state, now, frozen=True, override_by=user)
-            event.decision = new
-            figures = dict(event.decision_figures)
-        with self.db.session() as s:
-            self._save_decision(s, event_id, new, figures)
-            if new.state != DecisionState.undecided:
-                self._decision_alert(s, event_id, event, new.state, figures, "warning", now, override_by=user)
+        """Operator override (frozen at ``state``); ``None`` returns the decision to automatic.
+
+        Holds the tick lock, so an evaluation running now cannot write its result over the override.
+        """
+        with self._tick_lock:
+            now = self.clock.now()
+            with self._lock:
+                event = self.events[event_id]
+                old = event.decision or DecisionMemory(DecisionState.undecided, now)
+                if state is None:
+                    new = DecisionMemory(old.state, now)
+                else:
+                    new = DecisionMemory(state, now, frozen=True, override_by=user)
+                event.decision = new
+                figures = dict(event.decision_figures)
+            with self.db.session() as s:
+                self._save_decision(s, event_id, new, figures)
+                if new.state != DecisionState.undecided:
+                    self._decision_alert(s, event_id, event, new.state, figures, "warning", now, override_by=user)
+                elif state is not None:  # withdrawn by hand: the earlier decision alert must not stay active
+                    self._decision_alert(
+                        s, event_id, event, new.state, figures, "info", now, override_by=user, active=False
+                    )
         self._notify()
         return new
+
+
+def _config_fingerprint(s: Session) -> int:
+    """A cheap fingerprint of what `LiveHub.reload` loads from outside the live state (a few small rows)."""
+    queries = (
+        select(Venue.id, Venue.name),
+        select(Section.venue_id, Section.id, Section.name, Section.seats, Section.cameras),
+        select(Camera.venue_id, Camera.id, Camera.name),
+        select(*Event.__table__.columns),
+        select(RegistrationSummary.event_id, RegistrationSummary.imported_at, RegistrationSummary.total),
+    )
+    return hash(tuple(tuple(sorted(repr(tuple(row)) for row in s.execute(q))) for q in queries))
 
 
 def _decision_message(event: EventLive, state: DecisionState, f: dict[str, Any]) -> str:

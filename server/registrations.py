@@ -45,6 +45,10 @@ class ImportError_(ValueError):
     """The file cannot be read at all (format, encoding, header)."""
 
 
+class FileTooLarge(ImportError_):
+    """The file is larger than the limit given to `import_registrations`."""
+
+
 @dataclass
 class RowError:
     row: int
@@ -96,6 +100,8 @@ def read_rows(data: BinaryIO, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
     if fmt == "json":
         try:
             doc = json.load(io.TextIOWrapper(data, encoding="utf-8"))
+        except FileTooLarge:
+            raise
         except (UnicodeDecodeError, ValueError) as exc:
             raise ImportError_(f"not valid UTF-8 JSON: {exc}") from None
         items = doc.get("registrations") if isinstance(doc, dict) else doc
@@ -135,6 +141,11 @@ def validate(line: int, raw: dict[str, Any], errors: list[RowError]) -> tuple | 
     if "__invalid__" in raw:
         errors.append(RowError(line, "(row)", "expected an object"))
         return None
+    for key in COLUMNS:
+        value = raw.get(key)
+        if isinstance(value, str) and "\x00" in value:
+            errors.append(RowError(line, key, "contains a NUL character"))
+            return None
     email = raw.get("email") or None
     phone = raw.get("phone") or None
     if email is not None:
@@ -158,11 +169,11 @@ def validate(line: int, raw: dict[str, Any], errors: list[RowError]) -> tuple | 
     when = raw.get("registered_at") or None
     if when is not None:
         try:
-            when = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
-        except ValueError:
-            errors.append(RowError(line, "registered_at", f"not an ISO 8601 time: {str(when)[:40]!r}"))
+            parsed = datetime.fromisoformat(str(when).replace("Z", "+00:00"))
+            when = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            errors.append(RowError(line, "registered_at", f"not an ISO 8601 time in range: {str(when)[:40]!r}"))
             return None
-        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     ref = raw.get("ref")
     name = raw.get("name")
     return (
@@ -222,14 +233,18 @@ def import_registrations(
     source_name: str = "upload",
     burst_factor: float = 10.0,
     burst_min: int = 50,
+    max_bytes: int | None = None,
 ) -> ImportReport:
-    """Replace ``event_id``'s registrations with the file's, atomically. See the module docstring."""
+    """Replace ``event_id``'s registrations with the file's, atomically. See the module docstring.
+
+    `FileTooLarge` when the file has more than ``max_bytes`` (nothing is imported).
+    """
     if session.get(Event, event_id) is None:
         raise ImportError_(f"no event {event_id!r}; create it first")
     if fmt not in ("csv", "json"):
         raise ImportError_(f"unknown format {fmt!r}: use csv or json")
     digest = hashlib.sha256()
-    data = io.BufferedReader(_Hashing(data, digest), 1 << 20)  # type: ignore[assignment]
+    data = io.BufferedReader(_Hashing(data, digest, max_bytes), 1 << 20)  # type: ignore[assignment]
     quality = _Quality(_disposable_domains())
     errors: list[RowError] = []
     error_count = 0
@@ -305,8 +320,8 @@ def summary_dict(s: RegistrationSummary) -> dict[str, Any]:
 class _Hashing(io.RawIOBase):
     """Wraps a binary stream and feeds everything read into a hash (for the import's fingerprint)."""
 
-    def __init__(self, inner: BinaryIO, digest: Any) -> None:
-        self.inner, self.digest = inner, digest
+    def __init__(self, inner: BinaryIO, digest: Any, max_bytes: int | None = None) -> None:
+        self.inner, self.digest, self.max_bytes, self.read_bytes = inner, digest, max_bytes, 0
 
     def readable(self) -> bool:
         return True
@@ -314,6 +329,9 @@ class _Hashing(io.RawIOBase):
     def readinto(self, buf: Any) -> int:
         chunk = self.inner.read(len(buf))
         n = len(chunk)
+        self.read_bytes += n
+        if self.max_bytes is not None and self.read_bytes > self.max_bytes:
+            raise FileTooLarge(f"file larger than the limit of {self.max_bytes:,} bytes; nothing imported")
         buf[:n] = chunk
         self.digest.update(chunk)
         return n

@@ -77,12 +77,16 @@ class Settings(BaseSettings):
     min_share_for_decision: float = Field(0.4, ge=0, le=1, description="No decision before this share is in.")
     decision_margin: float = Field(0.03, ge=0, le=0.5, description="Hysteresis margin, share of capacity.")
     decision_hold_s: float = Field(300.0, ge=0, description="A new decision must hold this long (event time).")
+    min_live_coverage: float = Field(
+        0.9, ge=0, le=1, description="No new decision while live (non-stale) sections hold less of the seats."
+    )
     rate_window_s: float = Field(300.0, gt=0, description="Window for the arrival rate (event time).")
 
     # API
     public_read: bool = Field(True, description="Live figures, venues and events readable without a token.")
     login_token_ttl_h: float = Field(12.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
+    max_upload_mb: float = Field(200.0, gt=0, description="Largest registrations upload accepted (MB).")
 
     @field_validator("mqtt_url")
     @classmethod

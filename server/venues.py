@@ -99,6 +99,8 @@ class EventIn(_Strict):
             raise ValueError("start must be after doors_open")
         if self.overflow and self.overflow.deadline.tzinfo is None:
             raise ValueError("overflow.deadline: give the time zone")
+        if self.overflow and not self.doors_open <= self.overflow.deadline <= self.start:
+            raise ValueError("overflow.deadline must lie between doors_open and start")
         return self
 
 

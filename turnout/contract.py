@@ -175,6 +175,13 @@ class Status(_Payload):
     ts: datetime
     reason: str | None = Field(default=None, max_length=500)
 
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, ts: datetime) -> datetime:
+        if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("ts must carry the UTC offset (…Z or +00:00)")
+        return ts
+
 
 class AlertKind(StrEnum):
     OVERFLOW_DECISION = "overflow_decision"

@@ -140,7 +140,13 @@ async def layout(venue: str, camera: str, body: LayoutBody, request: Request) ->
         raise HTTPException(
             504, f"camera {camera} did not answer within {REPLY_TIMEOUT_S:.0f} s (the layout stays retained)"
         ) from None
-    result = contract.LayoutResult.model_validate_json(raw)
+    try:
+        result = contract.LayoutResult.model_validate_json(raw)
+    except ValidationError as exc:
+        raise HTTPException(
+            502,
+            f"camera {camera} sent an invalid layout result: {exc.error_count()} errors (the layout stays retained)",
+        ) from None
     key = (venue, camera)
     if result.ok:
         relay.last_good[key] = payload

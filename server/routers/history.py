@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -31,6 +31,8 @@ def history(
     event = session.get(Event, event_id)
     if event is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
+    if since is not None and since.tzinfo is None:  # a time without offset is UTC, as everywhere in the API
+        since = since.replace(tzinfo=UTC)
     if sections:
         q = select(SectionSample).where(SectionSample.venue_id == event.venue_id)
         if since:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from server.auth import Role, read_access, require_role
 from server.db.models import Event, Registration, RegistrationSummary
 from server.db.session import get_session
-from server.registrations import ImportError_, import_registrations, summary_dict
+from server.registrations import FileTooLarge, ImportError_, import_registrations, summary_dict
 
 router = APIRouter(prefix="/api/v1/events/{event_id}/registrations", tags=["registrations"])
 
@@ -26,8 +26,16 @@ def upload(
 ) -> dict:
     """Replace the event's registrations with the file's (atomic; 422 with per-row errors if any is bad)."""
     fmt = format or ("json" if (file.filename or "").lower().endswith(".json") else "csv")
+    limit = int(request.app.state.settings.max_upload_mb * 1_000_000)
+    too_large = f"file larger than the upload limit of {limit:,} bytes (max_upload_mb); nothing imported"
+    if file.size is not None and file.size > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, too_large)
     try:
-        report = import_registrations(session, event_id, file.file, fmt=fmt, source_name=file.filename or "upload")
+        report = import_registrations(
+            session, event_id, file.file, fmt=fmt, source_name=file.filename or "upload", max_bytes=limit
+        )
+    except FileTooLarge:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, too_large) from None
     except ImportError_ as exc:
         code = status.HTTP_404_NOT_FOUND if "no event" in str(exc) else status.HTTP_422_UNPROCESSABLE_CONTENT
         raise HTTPException(code, str(exc)) from None

@@ -43,7 +43,10 @@ def calibration_page() -> FileResponse:
 def static_file(path: str) -> Response:
     """A file under server/dashboard/static (never outside it)."""
     root = STATIC_DIR.resolve()
-    target = (root / path).resolve()
+    try:
+        target = (root / path).resolve()
+    except (ValueError, OSError):  # e.g. an embedded NUL
+        raise HTTPException(404, "not found") from None
     if not target.is_relative_to(root):
         raise HTTPException(404, "not found")
     if not target.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,46 @@ def test_sample_configs_are_valid(shared: Path) -> None:
         cfg = load_config(path)
         assert Path(str(cfg.cameras[0].source)).is_file(), f"{name}: source does not resolve"
         assert yaml.safe_load(path.read_text())["venue"] == cfg.venue
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (("sections", 0, "polygon"), [[0, 0], [100, 100], [100, 0], [0, 100]], "crosses itself"),
+        (("exclude",), [[[0, 0], [50, 50], [50, 0], [0, 50]]], "exclude[0] crosses itself"),
+        (("sections", 0, "seat_map"), [{"id": "s1", "point": [470, 350]}], "seat s1 lies outside section west-walk"),
+        (("sections", 0, "seat_map"), [{"id": "s1", "polygon": [[10, 120], [40, 150], [40, 120], [10, 150]]}],
+         "seat s1 polygon crosses itself"),
+    ],
+)  # fmt: skip
+def test_geometry_is_checked_when_the_config_loads(write_config, good: dict, where, value, message) -> None:
+    target = good["cameras"][0]
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write_config(good))
+
+
+def test_port_out_of_range_and_stream_kinds(write_config, good: dict) -> None:
+    good["mqtt"]["url"] = "mqtt://127.0.0.1:99999"
+    with pytest.raises(ConfigError, match="port out of range"):
+        load_config(write_config(good))
+    good["mqtt"]["url"] = "mqtt://127.0.0.1:1883"
+    kinds = {}
+    for source in ("rtmp://cam/live", "udp://@:5000", "/dev/video0", 1, "rtsp://cam/s1", "https://cam/mjpg"):
+        good["cameras"][0]["source"] = source
+        cam = load_config(write_config(good)).cameras[0]
+        kinds[str(source)] = cam.source_kind
+        assert str(cam.source) == str(source), "stream URLs must not be rewritten as file paths"
+    assert kinds == {"rtmp://cam/live": "stream", "udp://@:5000": "stream", "/dev/video0": "usb", "1": "usb",
+                     "rtsp://cam/s1": "rtsp", "https://cam/mjpg": "http"}  # fmt: skip
+
+
+def test_unset_password_env_is_a_clear_error(write_config, good: dict) -> None:
+    good["mqtt"]["username"] = "edge-01"
+    good["mqtt"]["password_env"] = "TURNOUT_TEST_SURELY_UNSET"
+    result = run_turnout("edge", "run", "--config", str(write_config(good)), "--duration", "1")
+    assert result.returncode == 2
+    assert "TURNOUT_TEST_SURELY_UNSET is not set" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -66,6 +66,7 @@ def test_in_order_qos1_with_retained_online_then_offline(
     rec = Recorder(system_broker.host, system_broker.port, f"turnout/v1/{venue_id}/#")
     pub = publisher_factory(MqttConfig(url=system_broker.url), venue_id)
     pub.start()
+    pub.set_status(CameraState.ONLINE)  # as the pipeline does once frames are analysed
     assert wait(lambda: pub.connected, 10), "publisher did not connect"
     assert pub.protocol == "5", "protocol auto must pick MQTT v5 on Mosquitto"
     seqs = send(pub, venue_id, 25)
@@ -112,9 +113,11 @@ from pathlib import Path
 from edge.config import MqttConfig
 from edge.publisher import Publisher
 from tests.edge.mqtt_tools import occupancy
+from turnout.contract import CameraState
 venue, url, state = sys.argv[1:4]
 pub = Publisher(MqttConfig(url=url), venue=venue, camera="cam-1", state_dir=Path(state))
 pub.start()
+pub.set_status(CameraState.ONLINE)
 for i in range(3):
     pub.publish_occupancy(occupancy(venue, "cam-1", pub.next_seq(), i))
 while pub.stats.queued or not pub.connected:

@@ -69,7 +69,8 @@ def test_edge_run_publishes_valid_counts(shared: Path, tmp_path: Path, write_con
     assert {p["model"] for p in occupancy} == {"yolo11n-recon"}
 
     states = [json.loads(raw)["state"] for raw in sub.messages["status"]]
-    assert states[0] == "online" and states[-1] == "offline"  # graceful stop publishes offline
+    # "degraded" (starting) until the first frame is analysed, then online; a graceful stop publishes offline
+    assert states[0] in ("degraded", "online") and "online" in states and states[-1] == "offline"
     assert "plaza-cam[online]" in result.stderr  # the periodic status line
 
 

@@ -122,6 +122,18 @@ def test_seat_hysteresis() -> None:
 
 
 def test_self_crossing_polygon_is_rejected() -> None:
-    cam = camera(sections=[{"id": "A", "seats": 1, "polygon": [[0, 0], [10, 10], [10, 0], [0, 10]]}])
     with pytest.raises(ValueError, match="crosses itself"):
-        Layout(cam, 100, 100)
+        camera(sections=[{"id": "A", "seats": 1, "polygon": [[0, 0], [10, 10], [10, 0], [0, 10]]}])
+
+
+def test_smoother_is_warm_only_after_its_window() -> None:
+    """The pipeline publishes only once the smoother has seen enough frames (no false zero at start)."""
+    layout = Layout(camera(anchor="center"), 200, 100)
+    smoother = SectionSmoother(window=3, seat_on=2)
+    warm = []
+    for _ in range(4):
+        smoother.update(layout.count(boxes((10, 10, 20, 20))), layout)
+        warm.append(smoother.warm)
+    assert warm == [False, False, True, True]
+    smoother.reset()
+    assert not smoother.warm

@@ -159,3 +159,35 @@ def test_cli_import(sqlite_target: DbTarget, tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "row 3: email: not an email address: 'broken'" in r.stderr and "nothing imported" in r.stderr
     assert _count(db) == 5
+
+
+def test_out_of_range_times_and_nul_characters_are_row_errors(db: Database) -> None:
+    import io
+
+    from server.registrations import FileTooLarge, import_registrations
+
+    text = (
+        "email,name,registered_at\n"
+        "ok@example.org,Ann,2020-06-01T10:00:00Z\n"
+        "late@example.org,Bob,9999-12-31T23:00:00-05:00\n"
+        "nul@example.org,Ca\x00rl,\n"
+    )
+    with db.session() as s:
+        report = import_registrations(s, "ev", io.BytesIO(text.encode()))
+    assert not report.ok and report.imported == 0
+    assert [(e.row, e.field) for e in report.errors] == [(3, "registered_at"), (4, "name")]
+    assert "NUL" in report.errors[1].message
+    with db.session() as s, pytest.raises(FileTooLarge, match="limit of 50 bytes"):
+        import_registrations(s, "ev", io.BytesIO(text.encode()), max_bytes=50)
+    assert _count(db) == 0
+
+
+def test_upload_larger_than_the_limit_is_refused(sqlite_target: DbTarget) -> None:
+    app = create_app(make_settings(sqlite_target, max_upload_mb=0.0001), run_ticks=False)  # 100 bytes
+    with TestClient(app) as client:
+        setup_venue(app.state.db, venue_spec("v1", 1, 1, 10), event_spec("v1", START, 10))
+        operator = make_user(app.state.db, Role.operator)
+        files = {"file": ("reg.csv", GOOD.encode(), "text/csv")}
+        r = client.post("/api/v1/events/ev/registrations", files=files, headers=auth(operator))
+        assert r.status_code == 413 and "upload limit" in r.json()["detail"]
+        assert client.get("/api/v1/events/ev/registrations/summary").status_code == 404

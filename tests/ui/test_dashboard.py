@@ -13,6 +13,7 @@ from tests.ui.conftest import (
     AXE_JS,
     EDGE_CAMERA,
     OTHER_CAMERA,
+    PASSWORD,
     LiveServer,
     api_token,
     login,
@@ -35,6 +36,15 @@ def test_dashboard_requires_login_then_loads(page, live_server: LiveServer) -> N
     assert page.locator("#seatmap .seat-tile").count() == 3
     assert page.locator("#cameras tr[data-camera]").count() == 2
     assert "operator" in page.text_content("#user")
+
+
+def test_login_never_redirects_off_site(page, live_server: LiveServer) -> None:
+    page.goto(f"{live_server.url}/login?next=/%5Cevil.example/x")  # next=/\evil.example/x
+    page.fill("#username", "ops")
+    page.fill("#password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_url(lambda url: "/login" not in url)
+    assert page.url == f"{live_server.url}/"
 
 
 def test_wrong_password_is_refused(page, live_server: LiveServer) -> None:

@@ -22,7 +22,9 @@
       if (!token) throw new Error("the server sent no token");
       Turnout.saveSession({ token, user: res.user || res.name || username, role: res.role || "viewer" });
       const next = new URLSearchParams(location.search).get("next");
-      location.replace(next && next.startsWith("/") && !next.startsWith("//") ? next : "/");
+      // same-site paths only: "//host" and "/\host" (browsers read a backslash as "/") would leave the site
+      const local = next && next.startsWith("/") && !next.startsWith("//") && !next.includes("\\");
+      location.replace(local ? next : "/");
     } catch (err) {
       error.textContent = `Sign-in failed: ${err.message}`;
       form.password.select();
