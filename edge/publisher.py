@@ -320,7 +320,9 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
-        for topic, callback in self._subscriptions.items():
+        with self._lock:
+            subscriptions = list(self._subscriptions.items())
+        for topic, callback in subscriptions:
             client.message_callback_add(topic, self._dispatch(callback))
         return client
 

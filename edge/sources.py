@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # OpenCV reads FFmpeg options from this variable when a capture opens; opens are serialised so each
 # camera gets its own RTSP transport.
 _OPEN_LOCK = threading.Lock()
+STABLE_S = 30.0
+"""A stream session that delivered frames this long resets the reconnect backoff."""
 _OPEN_TIMEOUT_MS = 5000
 _READ_TIMEOUT_MS = 5000
 
@@ -98,6 +100,7 @@ class FrameSource:
         self.decoded = 0  # frames retrieved (converted) for analysis
         self.grabbed = 0  # frames demuxed in total
         self.reconnects = 0
+        self._flaps = 0  # stream sessions in a row that ended before STABLE_S
 
     # ------------------------------------------------------------------------------------ public
     def frames(self) -> Iterator[Frame]:
@@ -113,13 +116,23 @@ class FrameSource:
                     if finished:
                         return
                 else:
-                    yield from self._read_stream(cap)
+                    session_start, frames = time.monotonic(), 0
+                    for frame in self._read_stream(cap):
+                        frames += 1
+                        yield frame
             finally:
                 cap.release()
             if not self.stop.is_set() and self.camera.source_kind != "file":
                 self.reconnects += 1
                 self.on_state(CameraState.DEGRADED, f"stream lost: {self.camera.source}")
-                log.warning("camera %s: stream lost, reconnecting", self.camera.id)
+                # a stream that opens but dies at once (flapping) is retried with growing pauses too;
+                # the pause resets once a session has delivered frames for STABLE_S
+                stable = frames > 0 and time.monotonic() - session_start >= STABLE_S
+                self._flaps = 0 if stable else self._flaps + 1
+                pause = 0.0 if stable else min(self.camera.reconnect_max_s, 0.5 * 2 ** (self._flaps - 1))
+                log.warning("camera %s: stream lost, reconnecting in %.1f s", self.camera.id, pause)
+                if pause and self.stop.wait(pause):
+                    return
 
     # ----------------------------------------------------------------------------------- opening
     def _open(self, first: bool) -> cv2.VideoCapture | None:

@@ -16,12 +16,15 @@ Overflow (``max_messages`` reached): ``drop_oldest`` deletes the oldest queued m
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+log = logging.getLogger(__name__)
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 
@@ -66,9 +69,17 @@ class Spool:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             with self._tx():
-                self._db.execute(
+                fresh = self._db.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', ?), ('dropped', 0)",
                     (int(time.time() * 1000),),
+                ).rowcount
+            if fresh:
+                # seq restarts from the clock: a device whose clock is behind (no RTC, before NTP sync) would
+                # send numbers the server has already seen and have them dropped as duplicates
+                log.warning(
+                    "new store-and-forward queue %s: seq starts at the clock (%s UTC); check the clock is right",
+                    self.path,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                 )
             self._count = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
         except sqlite3.Error as exc:
