@@ -39,6 +39,7 @@ from server.db.session import Database, upsert
 from server.decision import DecisionMemory, DecisionRules, DecisionState, step
 from server.forecast import Forecast, forecast_final
 from server.settings import Settings
+from server.venues import overflow_dict
 from turnout.contract import AlertKind, CameraState, Occupancy, PayloadError, Status, decode, parse_topic
 
 log = logging.getLogger(__name__)
@@ -428,14 +429,7 @@ class LiveHub:
                 "name": event.name,
                 "doors_open": event.doors_open.isoformat(),
                 "start": event.start.isoformat(),
-                "overflow": None
-                if event.overflow_capacity is None
-                else {
-                    "name": event.overflow_name,
-                    "capacity": event.overflow_capacity,
-                    "deadline": event.overflow_deadline.isoformat() if event.overflow_deadline else None,
-                    "threshold": event.overflow_threshold,
-                },
+                "overflow": overflow_dict(event),
             },
             "attendance": attendance,
             "people": f["people"],

@@ -199,12 +199,17 @@ def event_dict(e: Event) -> dict[str, Any]:
         "start": e.start.isoformat(),
         "capacity": e.capacity,
         "expected_show_up": e.expected_show_up,
-        "overflow": None
-        if e.overflow_capacity is None
-        else {
-            "name": e.overflow_name,
-            "capacity": e.overflow_capacity,
-            "deadline": e.overflow_deadline.isoformat() if e.overflow_deadline else None,
-            "threshold": e.overflow_threshold,
-        },
+        "overflow": overflow_dict(e),
+    }
+
+
+def overflow_dict(e: Any) -> dict[str, Any] | None:
+    """The overflow event of an event (a DB row or the live copy) as JSON, or None when it has none."""
+    if e.overflow_capacity is None:
+        return None
+    return {
+        "name": e.overflow_name,
+        "capacity": e.overflow_capacity,
+        "deadline": e.overflow_deadline.isoformat() if e.overflow_deadline else None,
+        "threshold": e.overflow_threshold,
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from turnout.embedded_broker import stop_process
 from turnout.paths import shared_dir
 
 
@@ -72,13 +73,8 @@ class Broker:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         self.proc = None
 
     @property

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from turnout.embedded_broker import RunningBroker, free_port, start_broker, wait_for_port
+from turnout.embedded_broker import RunningBroker, free_port, start_broker, stop_process, wait_for_port
 from turnout.paths import DEFAULT_MODEL, ModelNotFoundError, resolve_model, shared_dir
 from turnout.simulator import SIM_PREFIX, ArenaPlan, SimClock, VenueSimulator, arena_plan
 
@@ -396,11 +396,5 @@ def _monitor(
 
 
 def _stop_process(proc: subprocess.Popen[bytes], log_file: Any) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, signal.SIGINT, timeout=10)  # SIGINT: the edge flushes its queue and says offline
     log_file.close()
