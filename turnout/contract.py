@@ -165,6 +165,20 @@ class CameraState(StrEnum):
     OFFLINE = "offline"
 
 
+class CountCalibration(_Payload):
+    """How this camera's counts compare with manual counts (measured by ``turnout edge calibrate``).
+
+    ``bias`` is the mean of count / true count over the calibration frames (0.8: the camera sees 80 % of
+    the people); ``spread`` is the standard deviation of that ratio. The server divides counts by ``bias``
+    and carries ``spread`` into the forecast; a camera without calibration counts as +-25 % of unknown sign.
+    """
+
+    bias: float = Field(gt=0.2, lt=5.0, description="Mean of count / true count on the calibration frames.")
+    spread: float = Field(ge=0.0, lt=2.0, description="Standard deviation of count / true count.")
+    frames: int = Field(ge=1, le=1_000_000, description="Calibration frames (manual counts) behind the figures.")
+    at: datetime | None = Field(default=None, description="When the calibration was made, UTC.")
+
+
 class Status(_Payload):
     """Payload of ``turnout/v1/{venue}/{camera}/status`` (retained; ``offline`` is the last will)."""
 
@@ -174,6 +188,9 @@ class Status(_Payload):
     state: CameraState
     ts: datetime
     reason: str | None = Field(default=None, max_length=500)
+    calibration: CountCalibration | None = Field(
+        default=None, description="Counting error measured against manual counts; absent: uncalibrated."
+    )
 
     @field_validator("ts")
     @classmethod
