@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,6 +107,9 @@ class Registration(Base):
     registered_at: Mapped[datetime | None]
     duplicate: Mapped[bool] = mapped_column(Boolean)
     disposable: Mapped[bool] = mapped_column(Boolean)
+    # the import generation the row belongs to; only the summary's current `import_id` is visible
+    import_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    __table_args__ = (Index("ix_registrations_event_import", "event_id", "import_id"),)
 
 
 class RegistrationSummary(Base):
@@ -123,6 +127,7 @@ class RegistrationSummary(Base):
     source_sha256: Mapped[str] = mapped_column(String(64))
     source_name: Mapped[str] = mapped_column(String(300))
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    import_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
 class SectionState(Base):
@@ -185,7 +190,7 @@ class Decision(Base):
 
 class AlertRow(Base):
     __tablename__ = "alerts"
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
     venue_id: Mapped[str] = mapped_column(String(64), index=True)
     event_id: Mapped[str | None] = mapped_column(String(64), index=True)
     kind: Mapped[str] = mapped_column(String(32))
@@ -208,6 +213,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str | None] = mapped_column(String(300), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Token(Base):
