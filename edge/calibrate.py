@@ -8,6 +8,10 @@ threshold-monotone, so this equals running at each threshold). Settings are rank
 with the neighbouring thresholds, so the pick sits on a stable plateau rather than a knife edge that only
 fits the sampled frames. The current setting is always scored too, and it is kept unless the pick is
 strictly better on the frames.
+
+`count_calibration` turns the chosen setting's per-frame counts into the camera's counting error as the MQTT
+contract carries it (`CountCalibration`): ``bias`` = mean of count / true count over the frames, ``spread`` =
+the sample standard deviation of that ratio (0 for a single frame).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,7 @@ from edge.detections import Detections
 from edge.detector import Detector
 from edge.tiling import TileBoxes, merge_tiles, run_tiles
 from edge.zones import Layout
+from turnout.contract import CountCalibration, utcnow
 
 Point = tuple[float, float]
 
@@ -47,6 +53,7 @@ class Trial:
     error: float  # mean absolute error of the counted people vs the target
     mean_count: float
     recall: float | None  # share of head points matched to a counted person (point targets only)
+    counts: tuple[int, ...] = ()  # people counted in the sections, per frame
 
     @property
     def label(self) -> str:
@@ -65,10 +72,38 @@ class CalibrationResult:
     table: list[Trial] = field(default_factory=list)
     recall_before: float | None = None
     recall_after: float | None = None
+    counts_after: tuple[int, ...] = ()  # the chosen setting's count on each calibration frame
 
     @property
     def improved(self) -> bool:
         return self.error_after < self.error_before
+
+    def calibration(self, at: datetime | None = None) -> CountCalibration:
+        """The chosen setting's counting error on the calibration frames (see `count_calibration`)."""
+        return count_calibration(self.counts_after, self.target, at)
+
+
+def count_calibration(counts: Sequence[int], target: int, at: datetime | None = None) -> CountCalibration:
+    """Bias (mean of count / target) and spread (sample standard deviation of it) over the frames.
+
+    Raises ``ValueError`` with the reason when it cannot be expressed: no frames, a true count of 0 (the ratio
+    is undefined), or a bias outside what the contract accepts (0.2..5: the sections or the count are wrong).
+    """
+    if not counts:
+        raise ValueError("no calibration frames")
+    if target <= 0:
+        raise ValueError("a manual count of 0 gives no count / true count ratio; calibrate with people present")
+    ratios = np.asarray(counts, float) / float(target)
+    bias = float(ratios.mean())
+    spread = float(ratios.std(ddof=1)) if len(ratios) > 1 else 0.0
+    at = at or utcnow().replace(microsecond=0)
+    try:
+        return CountCalibration(bias=round(bias, 4), spread=round(spread, 4), frames=len(ratios), at=at)
+    except ValueError:
+        raise ValueError(
+            f"measured bias {bias:.3f} (spread {spread:.3f}) is outside 0.2..5: the camera counts "
+            f"{ratios.mean() * target:.1f} people for a true {target}; check the sections and the manual count"
+        ) from None
 
 
 def load_points(path: str | Path) -> list[Point]:
@@ -218,7 +253,8 @@ def search(
         dets = cache.detections(cfg)
         counts = np.array([counted(layout, d) for d in dets], float)
         recall = point_recall(points, _in_sections(layout, dets[0])) if points is not None else None
-        table.append(Trial(cfg, float(np.mean(np.abs(counts - count))), float(counts.mean()), recall))
+        error = float(np.mean(np.abs(counts - count)))
+        table.append(Trial(cfg, error, float(counts.mean()), recall, tuple(int(c) for c in counts)))
     before = table[0]
     robust = _robust_errors(table)
     best = min(table, key=lambda t: (robust[id(t)], t.error, -(t.recall or 0.0)))
@@ -232,6 +268,7 @@ def search(
         table=sorted(table, key=lambda t: t.error),
         recall_before=before.recall,
         recall_after=best.recall,
+        counts_after=best.counts,
     )
 
 
@@ -272,6 +309,7 @@ __all__ = [
     "CalibrationResult",
     "SearchGrid",
     "Trial",
+    "count_calibration",
     "format_table",
     "load_points",
     "point_recall",

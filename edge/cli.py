@@ -232,9 +232,10 @@ def calibrate(
     points: Path = typer.Option(None, "--points", help="JSON/CSV of head points clicked on a snapshot."),
     frames: int = typer.Option(8, "--frames", min=1, max=200, help="Frames sampled from the source."),
     model: str = ModelOpt,
-    write: bool = typer.Option(True, help="Write the best setting into the config file."),
+    write: bool = typer.Option(True, help="Write the best setting and its calibration into the config file."),
 ) -> None:
-    """Search threshold, tile size and scale so this camera's count matches a manual count."""
+    """Search threshold, tile size and scale so this camera's count matches a manual count; measure the
+    chosen setting's counting error (bias, spread) and write both into the camera's config."""
     from edge.calibrate import format_table, load_points, search
     from edge.config import ConfigError
     from edge.sources import SourceError
@@ -252,23 +253,83 @@ def calibrate(
     result = search(detector, sample, cam, target)
     typer.echo(format_table(result))
     typer.echo(f"error before: {result.error_before:.2f}  after: {result.error_after:.2f} (mean |count - target|)")
-    if write and result.best != cam.detect:
-        _write_detect(config, camera, result.best.model_dump(mode="json"))
-        typer.echo(f"updated cameras[{camera}].detect in {config}")
-    elif write:
+    try:
+        calibration = result.calibration()
+    except ValueError as exc:
+        calibration = None
+        typer.secho(f"warning: no count calibration: {exc}", err=True, fg=typer.colors.YELLOW)
+    else:
+        typer.echo(
+            f"calibration: bias {calibration.bias:.4f} spread {calibration.spread:.4f} over {calibration.frames} "
+            f"frame(s) (count / true count of the chosen setting)"
+        )
+    if not write:
+        return
+    detect = _changed(cam.detect.model_dump(mode="json"), result.best.model_dump(mode="json"))
+    if calibration is None and detect is None:
         typer.echo("current setting is already the best found; config unchanged")
+        return
+    cal = calibration.model_dump(mode="json", exclude_none=True) if calibration is not None else None
+    _write_camera(config, camera, detect=detect, calibration=cal)
+    if detect is not None:
+        typer.echo(f"updated cameras[{camera}].detect in {config}")
+    else:
+        typer.echo("current setting is already the best found; detect unchanged")
+    if cal is not None:
+        typer.echo(f"updated cameras[{camera}].calibration in {config}")
+    elif cam.calibration is not None:
+        typer.echo(f"removed the stale cameras[{camera}].calibration from {config} (detection setting changed)")
 
 
-def _write_detect(path: Path, camera_id: str, detect: dict) -> None:
-    """Replace one camera's `detect` block, keeping the file's comments and layout (ruamel.yaml)."""
+def _changed(old: dict, new: dict) -> dict | None:
+    """The fields of `new` that differ from `old` (nested), or None when nothing changed."""
+    out = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            sub = _changed(old[key], value)
+            if sub:
+                out[key] = sub
+        elif old.get(key) != value:
+            out[key] = value
+    return out or None
+
+
+def _merge(target: dict, changes: dict) -> None:
+    """Set only the changed fields in the YAML mapping, so untouched lines keep their comments."""
+    from ruamel.yaml.comments import CommentedMap
+
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            if not isinstance(target.get(key), dict):
+                target[key] = CommentedMap()
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _write_camera(path: Path, camera_id: str, *, detect: dict | None, calibration: dict | None) -> None:
+    """Replace one camera's `detect` block (when given) and set its `calibration` (None: remove it), keeping
+    the file's comments and layout (ruamel.yaml)."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the style of deploy/*.yaml: list items indented under keys
+    yaml.width = 4096
     data = yaml.load(path.read_text())
     for cam in data["cameras"]:
-        if cam["id"] == camera_id:
-            cam["detect"] = detect
+        if cam["id"] != camera_id:
+            continue
+        if detect is not None:
+            _merge(cam.setdefault("detect", CommentedMap()), detect)
+        if calibration is None:
+            cam.pop("calibration", None)
+            continue
+        new = "calibration" not in cam
+        cam["calibration"] = CommentedMap(calibration)
+        if new:
+            cam.yaml_add_eol_comment("measured by `turnout edge calibrate`: count / true count", "calibration")
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w") as fh:
         yaml.dump(data, fh)

@@ -7,6 +7,7 @@ the field and what was expected. See deploy/edge-vtest.yaml and deploy/edge-clas
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,7 +27,7 @@ from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
-from turnout.contract import ID_PATTERN
+from turnout.contract import ID_PATTERN, CountCalibration
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Point = tuple[float, float]
@@ -200,6 +202,29 @@ class Hysteresis(_Strict):
     seat_off: int = Field(3, ge=1, le=100, description="Consecutive misses before a seat turns free.")
 
 
+def _calibration(value: object) -> CountCalibration | None:
+    """A camera's `calibration` block (written by `turnout edge calibrate`), checked against the contract."""
+    if value is None or isinstance(value, CountCalibration):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping {bias, spread, frames, at} (written by `turnout edge calibrate`)")
+    at = value.get("at")
+    if isinstance(at, datetime) and at.tzinfo is None:
+        value = {**value, "at": at.replace(tzinfo=UTC)}  # YAML timestamps without an offset are UTC
+    try:
+        return CountCalibration.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'calibration'}: "
+            + ("unknown field (expected bias, spread, frames, at)" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        )
+        raise ValueError(
+            f"{problems} (bias = mean of count / true count, 0.2..5; spread = its standard deviation, 0..2; "
+            "frames >= 1; re-run `turnout edge calibrate` to measure them)"
+        ) from None
+
+
 class CameraConfig(_Strict):
     id: Id
     source: str | int = Field(description="Video file, rtsp://, http(s):// (MJPEG) URL, or USB index.")
@@ -214,6 +239,9 @@ class CameraConfig(_Strict):
     sections: list[Section] = Field(min_length=1)
     exclude: list[list[Point]] = Field(default_factory=list, description="Areas ignored (stage, aisles, screens).")
     hysteresis: Hysteresis = Hysteresis()
+    calibration: Annotated[CountCalibration | None, BeforeValidator(_calibration)] = Field(
+        None, description="Counting error vs manual counts, measured by `turnout edge calibrate`; sent in status."
+    )
 
     @field_validator("exclude")
     @classmethod
@@ -283,6 +311,8 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
             msg = "unknown field (check the spelling; see deploy/edge-vtest.yaml for the format)"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)
 
