@@ -30,7 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.config import ConfigError, MqttConfig
 from edge.spool import Spool
 from turnout import contract
-from turnout.contract import CameraState, Occupancy, Status
+from turnout.contract import CameraState, CountCalibration, Occupancy, Status
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,15 @@ def _reason_text(rc: int) -> str:
 class Publisher:
     """Publishes one camera's occupancy (spooled, in order, QoS 1) and retained status."""
 
-    def __init__(self, cfg: MqttConfig, *, venue: str, camera: str, state_dir: Path) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        *,
+        venue: str,
+        camera: str,
+        state_dir: Path,
+        calibration: CountCalibration | None = None,
+    ) -> None:
         self.cfg = cfg
         self.venue = venue
         self.camera = camera
@@ -216,6 +224,7 @@ class Publisher:
         self._protocol = _protocol(cfg)
         self._state = CameraState.DEGRADED  # "online" once the pipeline has analysed a frame
         self._reason: str | None = "starting"
+        self.calibration = calibration  # sent in every status message (last will included); None: absent
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._connected = threading.Event()
         self._wake = threading.Event()
@@ -309,7 +318,14 @@ class Publisher:
         if state is None:
             with self._lock:
                 state, reason = self._state, self._reason
-        return Status(venue=self.venue, camera=self.camera, state=state, ts=contract.utcnow(), reason=reason).to_json()
+        return Status(
+            venue=self.venue,
+            camera=self.camera,
+            state=state,
+            ts=contract.utcnow(),
+            reason=reason,
+            calibration=self.calibration,
+        ).to_json()
 
     def _will_payload(self) -> bytes:
         return self._status_payload(CameraState.OFFLINE, "connection lost (last will)")
