@@ -7,6 +7,12 @@ Stages run in their own threads connected by small queues, so a slow stage never
 For live sources the frame queue keeps only the newest frame (a slow detector analyses the latest
 picture, never a backlog); for video files played as fast as possible it blocks instead, so no frame
 of the analysis schedule is lost. Only counts leave the device; images stay in memory for snapshots.
+
+Supervision: any exception in a camera's capture or detect stage (a decoder crash, an onnxruntime error, a
+bad frame) restarts that stage after a pause that doubles with each failure in a row (0.5 s up to the
+camera's ``reconnect_max_s``), and the camera's retained status turns ``degraded`` with the reason until a
+frame is analysed again. Counts that cannot be stored for sending (disk full) are counted as dropped in
+``processing.dropped`` and the camera reports ``degraded`` until storing works again.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -26,13 +33,15 @@ from edge.config import CameraConfig, EdgeConfig
 from edge.detections import Detections
 from edge.detector import Detector
 from edge.publisher import Publisher
-from edge.sources import Frame, FrameSource, SourceError
+from edge.sources import STABLE_S, Frame, FrameSource
 from edge.zones import Layout, SectionSmoother, SectionTally
 from turnout.contract import CameraState, Occupancy, Processing, SectionCount
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+RESTART_MIN_S = 0.5
+"""First pause before a failed stage is restarted; it doubles per failure in a row, up to reconnect_max_s."""
 
 
 @dataclass
@@ -43,7 +52,9 @@ class CameraStats:
     fps: float = 0.0
     state: CameraState = CameraState.DEGRADED
     error: str | None = None
-    failures: int = 0
+    failures: int = 0  # frames whose analysis failed
+    restarts: dict[str, int] = field(default_factory=lambda: {"capture": 0, "detect": 0})
+    unstored: int = 0  # counts lost because the store-and-forward queue could not be written (disk full)
     sections: dict[str, SectionTally] = field(default_factory=dict)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
@@ -63,7 +74,13 @@ class CameraWorker:
         self.detector = detector
         self.stop = stop
         self.stats = CameraStats()
-        self.publisher = Publisher(cfg.mqtt, venue=cfg.venue, camera=camera.id, state_dir=Path(cfg.state_dir))
+        self.publisher = Publisher(
+            cfg.mqtt,
+            venue=cfg.venue,
+            camera=camera.id,
+            state_dir=Path(cfg.state_dir),
+            calibration=camera.calibration,
+        )
         live = camera.source_kind != "file" or camera.realtime
         self._frames: queue.Queue[Frame | object] = queue.Queue(maxsize=1 if live else 4)
         self._live = live
@@ -74,6 +91,7 @@ class CameraWorker:
         self._latest: tuple[np.ndarray, Detections] | None = None
         self._last_sent: dict[str, tuple[int, int]] | None = None
         self._last_sent_at = 0.0
+        self._store_error: str | None = None
         self._threads: list[threading.Thread] = []
         self.done = threading.Event()
         self.commands = None
@@ -134,29 +152,59 @@ class CameraWorker:
         return SectionSmoother(window=h.window, seat_on=h.seat_on, seat_off=h.seat_off)
 
     # ------------------------------------------------------------------------------ stages
+    def _pause(self, failures: int) -> float:
+        """Pause before restarting a stage after `failures` failures in a row."""
+        return min(self.camera.reconnect_max_s, RESTART_MIN_S * 2 ** (failures - 1))
+
     def _capture(self) -> None:
+        """The capture stage, supervised: any exception restarts it (source reopened) after a growing pause."""
+        failures = 0
         try:
-            for frame in self._source.frames():
-                if self._live:
-                    with contextlib.suppress(queue.Empty):
-                        self._frames.get_nowait()  # drop the stale frame: analyse the newest
-                    self._frames.put(frame)
-                else:
-                    while not self.stop.is_set():
-                        try:
-                            self._frames.put(frame, timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-        except SourceError as exc:
-            log.error("%s", exc)
-            self.stats.error = str(exc)
-            self.publisher.set_status(CameraState.DEGRADED, str(exc))
-        except Exception as exc:  # a broken decoder must not kill the device silently
-            log.exception("camera %s: capture failed", self.camera.id)
-            self.stats.error = f"capture failed: {exc}"
+            while not self.stop.is_set():
+                started, delivered = time.monotonic(), 0
+                try:
+                    for frame in self._source.frames():
+                        self._queue_frame(frame)
+                        delivered += 1
+                    return  # the source ended (a non-looping file) or the device is stopping
+                except Exception as exc:  # SourceError, a decoder crash, ...: restart, never end the camera
+                    if delivered and time.monotonic() - started >= STABLE_S:
+                        failures = 0  # it had been running well: start the backoff again
+                    failures += 1
+                    self.stats.restarts["capture"] += 1
+                    pause = self._pause(failures)
+                    self._stage_failed("capture", exc, pause, failures)
+                    if self.stop.wait(pause):
+                        return
         finally:
             self._put_stop()
+
+    def _queue_frame(self, frame: Frame) -> None:
+        if self._live:
+            with contextlib.suppress(queue.Empty):
+                self._frames.get_nowait()  # drop the stale frame: analyse the newest
+            self._frames.put(frame)
+            return
+        while not self.stop.is_set():
+            try:
+                self._frames.put(frame, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _stage_failed(self, stage: str, exc: BaseException, pause: float, failures: int) -> None:
+        """Report a failed stage: log (with the traceback the first time), status degraded with the reason."""
+        what = "analysis" if stage == "detect" else stage
+        reason = f"{what} failed: {type(exc).__name__}: {exc}"
+        if failures == 1 or failures % 100 == 0:
+            log.error("camera %s: %s; restarting in %.1f s", self.camera.id, reason, pause, exc_info=exc)
+        else:
+            log.warning("camera %s: %s (%d in a row); restarting in %.1f s", self.camera.id, reason, failures, pause)
+        self.stats.error = reason
+        try:
+            self._set_state(CameraState.DEGRADED, f"{reason}; restarting in {pause:.1f} s"[:500])
+        except Exception:  # reporting must not take the stage down
+            log.exception("camera %s: cannot publish the degraded status", self.camera.id)
 
     def _put_stop(self) -> None:
         """Tell the detect stage the source has ended; never blocks on a queue nobody reads any more."""
@@ -171,31 +219,31 @@ class CameraWorker:
                             self._frames.get_nowait()
 
     def _detect(self) -> None:
+        """The detect stage, supervised: a frame that fails (or any other error) restarts it after a pause."""
+        failures = 0
         try:
             while True:
                 try:
                     item = self._frames.get(timeout=0.5)
+                    if item is _STOP:
+                        break
+                    if not isinstance(item, Frame):
+                        raise TypeError(f"not a frame: {type(item).__name__}")
+                    self._analyse(item)
+                    failures = 0
                 except queue.Empty:
                     if self.stop.is_set():
                         break
-                    continue
-                if item is _STOP:
-                    break
-                assert isinstance(item, Frame)
-                try:
-                    self._analyse(item)
-                except Exception as exc:  # one bad frame must not stop the camera: report and go on
-                    self._frame_failed(exc)
+                except Exception as exc:  # one bad frame, an onnxruntime error ...: report, pause, go on
+                    failures += 1
+                    self.stats.failures += 1
+                    self.stats.restarts["detect"] += 1
+                    pause = self._pause(failures)
+                    self._stage_failed("detect", exc, pause, failures)
+                    if self.stop.wait(pause):
+                        break
         finally:
             self.done.set()
-
-    def _frame_failed(self, exc: Exception) -> None:
-        self.stats.failures += 1
-        reason = f"analysis failed: {type(exc).__name__}: {exc}"
-        if self.stats.failures == 1 or self.stats.failures % 100 == 0:
-            log.exception("camera %s: %s (%d frames so far)", self.camera.id, reason, self.stats.failures)
-        self.stats.error = reason
-        self._set_state(CameraState.DEGRADED, reason[:500])
 
     def _analyse(self, frame: Frame) -> None:
         with self._lock:
@@ -213,12 +261,15 @@ class CameraWorker:
         self.stats.tick(now)
         self.stats.latency_ms = (now - frame.captured) * 1000.0
         self.stats.sections = smoothed
-        if self.stats.state is not CameraState.ONLINE:
-            self._set_state(CameraState.ONLINE, None)
         if smoother.warm and self._should_publish(smoothed, now):
-            self._publish(frame, camera, smoothed, tiles)
+            if self._publish(frame, camera, smoothed, tiles):
+                self._last_sent = {k: (v.occupied, v.people) for k, v in smoothed.items()}
             self._last_sent_at = now
-            self._last_sent = {k: (v.occupied, v.people) for k, v in smoothed.items()}
+        if self._store_error:
+            self._set_state(CameraState.DEGRADED, self._store_error[:500])
+        else:
+            self.stats.error = None
+            self._set_state(CameraState.ONLINE, None)
 
     def _should_publish(self, sections: dict[str, SectionTally], now: float) -> bool:
         if self._last_sent is None or now - self._last_sent_at >= self.cfg.mqtt.interval_s:
@@ -230,7 +281,24 @@ class CameraWorker:
                 return True
         return False
 
-    def _publish(self, frame: Frame, camera: CameraConfig, sections: dict[str, SectionTally], tiles: int) -> None:
+    def _publish(self, frame: Frame, camera: CameraConfig, sections: dict[str, SectionTally], tiles: int) -> bool:
+        """Queue one occupancy message; False (counted in `processing.dropped`) when it cannot be stored."""
+        try:
+            self._send(frame, camera, sections, tiles)
+        except (sqlite3.Error, OSError) as exc:  # disk full, read-only or failing storage
+            self.stats.unstored += 1
+            self._store_error = f"counts not stored (disk full?): {exc}; {self.stats.unstored} dropped so far"
+            self.stats.error = self._store_error
+            if self.stats.unstored == 1 or self.stats.unstored % 100 == 0:
+                log.error("camera %s: %s", camera.id, self._store_error)
+            return False
+        if self._store_error:
+            log.info("camera %s: counts stored again (%d were dropped)", camera.id, self.stats.unstored)
+        self._store_error = None
+        self.stats.published += 1
+        return True
+
+    def _send(self, frame: Frame, camera: CameraConfig, sections: dict[str, SectionTally], tiles: int) -> None:
         seats = {s.id: s.seats for s in camera.sections}
         msg = Occupancy(
             venue=self.cfg.venue,
@@ -247,11 +315,10 @@ class CameraWorker:
                 latency_ms=round(self.stats.latency_ms, 1),
                 frames=self.stats.frames,
                 tiles=max(1, tiles),
-                dropped=self.publisher.stats.dropped,
+                dropped=self.publisher.stats.dropped + self.stats.unstored,
             ),
         )
         self.publisher.publish_occupancy(msg)
-        self.stats.published += 1
 
 
 class EdgeRunner:
@@ -300,6 +367,6 @@ class EdgeRunner:
             parts.append(
                 f"{w.camera.id}[{s.state.value}] {s.fps:.1f} fps {s.latency_ms:.0f} ms "
                 f"occupied {occ}/{seats} people {people} | mqtt {mqtt} sent {ps.sent} queued {ps.queued} "
-                f"dropped {ps.dropped}"
+                f"dropped {ps.dropped + s.unstored}"
             )
         return "; ".join(parts)
