@@ -11,6 +11,15 @@ Quality: a registration is *suspect* when its normalised email or phone repeats 
 its email domain is a disposable-mail domain (the maintained ``disposable-email-domains`` list), or when
 it belongs to the excess of a sign-up burst (a minute with more than ``burst_factor`` x the median
 per-minute rate and at least ``burst_min`` sign-ups). ``suspect_share`` = suspect / total.
+Phones are compared by their last 10 digits; digits of any script (Arabic-Indic, Persian, fullwidth, ...)
+are read as the ASCII digits they stand for, so the same number written two ways is a duplicate.
+
+Streaming: the file is read row by row (CSV with the ``csv`` module, JSON with the incremental ``ijson``
+parser), so memory stays bounded whatever the file size (the duplicate check keeps 8 bytes per distinct
+email/phone in sorted numpy runs). Rows are written in chunks, each in its own short transaction, under a
+new *import generation* (``registrations.import_id``) that readers do not see; one short transaction then
+points the event's summary at the new generation, and the previous generation is deleted in chunks. The
+database write lock is never held for longer than one chunk.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 import statistics
+import threading
+import unicodedata
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,15 +39,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete
+import numpy as np
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from server.db.models import Event, Registration, RegistrationSummary
+from server.db.models import Event, RegistrationSummary
 
 MAX_REPORTED_ERRORS = 200
-CHUNK = 20_000
+CHUNK = 5_000  # rows per write transaction (a few tens of ms of write lock on SQLite)
+DELETE_CHUNK = 20_000
+MAX_TICKET_TYPES = 1_000
+_RUN_MAX = 1 << 20  # keys per sorted run of the duplicate check (merges stay small)
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_PHONE_STRIP = str.maketrans("", "", " -().+/")
+_PHONE_STRIP = str.maketrans("", "", " -().+/\u00a0\u200e\u200f\u202a\u202c")
 COLUMNS = ("ref", "email", "phone", "name", "ticket_type", "registered_at")
 _ALIASES = {"id": "ref", "created_at": "registered_at", "ticket": "ticket_type", "type": "ticket_type"}
 
@@ -96,27 +111,29 @@ def normalise_email(email: str) -> str:
 
 # ------------------------------------------------------------------------------------ reading
 def read_rows(data: BinaryIO, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(row_number, raw_row)``; CSV rows are numbered by line (header = 1), JSON from 1."""
+    """Yield ``(row_number, raw_row)``; CSV rows are numbered by line (header = 1), JSON from 1.
+
+    Both formats are streamed: memory does not grow with the file.
+    """
     if fmt == "json":
-        try:
-            doc = json.load(io.TextIOWrapper(data, encoding="utf-8"))
-        except FileTooLarge:
-            raise
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ImportError_(f"not valid UTF-8 JSON: {exc}") from None
-        items = doc.get("registrations") if isinstance(doc, dict) else doc
-        if not isinstance(items, list):
-            raise ImportError_('expected a JSON list of registrations (or {"registrations": [...]})')
-        for i, item in enumerate(items, 1):
-            yield i, item if isinstance(item, dict) else {"__invalid__": item}
+        yield from _read_json(data)
         return
-    text = io.TextIOWrapper(data, encoding="utf-8-sig", newline="")
+    text_ = io.TextIOWrapper(data, encoding="utf-8-sig", newline="")
     try:
-        reader = csv.reader(text)
+        reader = csv.reader(text_)
         header = next(reader, None)
         if header is None:
             raise ImportError_("empty file: expected a header row")
         names = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in header]
+        first: dict[str, int] = {}
+        for i, n in enumerate(names):
+            if n in first:
+                j = first[n]
+                raise ImportError_(
+                    f"header names the column {n!r} twice (column {j + 1} {header[j].strip()!r} and column "
+                    f"{i + 1} {header[i].strip()!r}); keep one"
+                )
+            first[n] = i
         if "email" not in names and "phone" not in names:
             raise ImportError_(f"header {header} has neither an 'email' nor a 'phone' column")
         width = len(names)
@@ -131,6 +148,41 @@ def read_rows(data: BinaryIO, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ImportError_(f"file is not UTF-8: {exc}") from None
     except csv.Error as exc:
         raise ImportError_(f"CSV error: {exc}") from None
+
+
+def _read_json(data: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A JSON list of objects, or ``{"registrations": [...]}``, parsed incrementally (ijson)."""
+    import ijson
+
+    reader = data if isinstance(data, io.BufferedReader) else io.BufferedReader(data)  # type: ignore[arg-type]
+    head = reader.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if head == b"[":
+        prefix = "item"
+    elif head == b"{":
+        prefix = "registrations.item"
+    elif not head:
+        raise ImportError_("empty file: expected a JSON list of registrations")
+    else:
+        raise ImportError_('expected a JSON list of registrations (or {"registrations": [...]})')
+    n = 0
+    try:
+        for n, item in enumerate(ijson.items(reader, prefix, use_float=True), 1):
+            yield n, item if isinstance(item, dict) else {"__invalid__": item}
+    except FileTooLarge:
+        raise
+    except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+        raise ImportError_(f"not valid UTF-8 JSON: {exc}") from None
+    if n == 0 and head == b"{":
+        raise ImportError_('expected a JSON list of registrations (or {"registrations": [...]})')
+
+
+def normalise_phone(phone: Any) -> str | None:
+    """ASCII digits of a phone number (digits of any script converted), or None when it is not one."""
+    raw = str(phone).translate(_PHONE_STRIP)
+    if not raw or not raw.isdecimal():  # isdecimal: no superscripts or other non-decimal "digits"
+        return None
+    digits = raw if raw.isascii() else "".join(str(unicodedata.decimal(c)) for c in raw)
+    return digits if 7 <= len(digits) <= 15 else None
 
 
 def validate(line: int, raw: dict[str, Any], errors: list[RowError]) -> tuple | None:
@@ -154,8 +206,8 @@ def validate(line: int, raw: dict[str, Any], errors: list[RowError]) -> tuple | 
             return None
         email = email.strip().lower()
     if phone is not None:
-        digits = str(phone).translate(_PHONE_STRIP)
-        if not digits.isdigit() or not 7 <= len(digits) <= 15:
+        digits = normalise_phone(phone)
+        if digits is None:
             errors.append(RowError(line, "phone", f"not a phone number (7-15 digits): {str(phone)[:40]!r}"))
             return None
         phone = digits
@@ -187,34 +239,81 @@ def validate(line: int, raw: dict[str, Any], errors: list[RowError]) -> tuple | 
 
 
 # ------------------------------------------------------------------------------------ import
+class _SeenKeys:
+    """A set of 64-bit keys in sorted numpy runs: 8 bytes per distinct key, bounded merge cost."""
+
+    def __init__(self) -> None:
+        self.runs: list[np.ndarray] = []
+
+    def add_and_check(self, keys: np.ndarray) -> np.ndarray:
+        """Add ``keys`` (in order); return which of them were seen before (earlier in ``keys`` or an earlier call)."""
+        if keys.size == 0:
+            return np.zeros(0, dtype=bool)
+        uniq, first = np.unique(keys, return_index=True)
+        dup = np.ones(keys.size, dtype=bool)
+        dup[first] = False
+        seen_before = np.zeros(uniq.size, dtype=bool)
+        for run in self.runs:
+            idx = np.searchsorted(run, uniq)
+            idx[idx == run.size] = run.size - 1
+            seen_before |= run[idx] == uniq
+        dup[first[seen_before]] = True
+        new = uniq[~seen_before]
+        if new.size:
+            self.runs.append(new)
+            # merge the newest runs while they are of similar size (like a binary counter), up to _RUN_MAX
+            while (
+                len(self.runs) > 1
+                and self.runs[-2].size <= 2 * self.runs[-1].size
+                and self.runs[-2].size + self.runs[-1].size <= _RUN_MAX
+            ):
+                b, a = self.runs.pop(), self.runs.pop()
+                merged = np.concatenate((a, b))
+                merged.sort()
+                self.runs.append(merged)
+        return dup
+
+
+def _email_key(email: str) -> int:
+    digest = hashlib.blake2b(normalise_email(email).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 @dataclass
 class _Quality:
     disposable_domains: frozenset[str]
-    seen: set[int] = field(default_factory=set)
+    emails: _SeenKeys = field(default_factory=_SeenKeys)
+    phones: _SeenKeys = field(default_factory=_SeenKeys)
     by_ticket: Counter[str] = field(default_factory=Counter)
     per_minute: Counter[int] = field(default_factory=Counter)
     duplicates: int = 0
     disposable: int = 0
     dup_or_disp: int = 0
 
-    def flags(self, email: str | None, phone: str | None, ticket: str, when: datetime | None) -> tuple[bool, bool]:
-        dup = False
-        if email is not None:
-            h = hash(normalise_email(email))
-            dup = h in self.seen
-            self.seen.add(h)
-        if phone is not None:
-            h = hash(phone[-10:])  # never equal to an email (no "@")
-            dup = dup or h in self.seen
-            self.seen.add(h)
-        disp = email is not None and email.rpartition("@")[2] in self.disposable_domains
-        self.duplicates += dup
-        self.disposable += disp
-        self.dup_or_disp += dup or disp
-        self.by_ticket[ticket] += 1
-        if when is not None:
-            self.per_minute[int(when.timestamp() // 60)] += 1
-        return dup, disp
+    def flags(self, batch: list[tuple]) -> list[tuple]:
+        """Rows ``(ref, email, phone, name, ticket, when)`` in file order -> the same with ``duplicate, disposable``."""
+        n = len(batch)
+        dup = np.zeros(n, dtype=bool)
+        for column, seen, key in ((1, self.emails, _email_key), (2, self.phones, lambda p: int(p[-10:]))):
+            pos = [i for i, r in enumerate(batch) if r[column] is not None]
+            if pos:
+                keys = np.fromiter((key(batch[i][column]) for i in pos), dtype=np.int64, count=len(pos))
+                dup[pos] |= seen.add_and_check(keys)
+        out = []
+        for i, r in enumerate(batch):
+            email, ticket, when = r[1], r[4], r[5]
+            disp = email is not None and email.rpartition("@")[2] in self.disposable_domains
+            d = bool(dup[i])
+            self.duplicates += d
+            self.disposable += disp
+            self.dup_or_disp += d or disp
+            self.by_ticket[ticket] += 1
+            if when is not None:
+                self.per_minute[int(when.timestamp() // 60)] += 1
+            out.append((*r, d, disp))
+        if len(self.by_ticket) > MAX_TICKET_TYPES:
+            raise ImportError_(f"more than {MAX_TICKET_TYPES} different ticket types; is ticket_type the right column?")
+        return out
 
     def burst_excess(self, factor: float, minimum: int) -> int:
         if not self.per_minute:
@@ -222,6 +321,10 @@ class _Quality:
         median = statistics.median(self.per_minute.values())
         limit = max(minimum, factor * median)
         return int(sum(c - median for c in self.per_minute.values() if c > limit))
+
+
+_active_imports: Counter[str] = Counter()  # event id -> imports running in this process
+_active_lock = threading.Lock()
 
 
 def import_registrations(
@@ -243,42 +346,75 @@ def import_registrations(
         raise ImportError_(f"no event {event_id!r}; create it first")
     if fmt not in ("csv", "json"):
         raise ImportError_(f"unknown format {fmt!r}: use csv or json")
+    session.rollback()  # no transaction (and no lock) held while the file is read
+    with _active_lock:
+        alone = _active_imports[event_id] == 0
+        _active_imports[event_id] += 1
+    try:
+        if alone:
+            _delete_orphans(session, event_id)
+        return _import(session, event_id, data, fmt, source_name, burst_factor, burst_min, max_bytes)
+    finally:
+        with _active_lock:
+            _active_imports[event_id] -= 1
+
+
+def _import(
+    session: Session,
+    event_id: str,
+    data: BinaryIO,
+    fmt: str,
+    source_name: str,
+    burst_factor: float,
+    burst_min: int,
+    max_bytes: int | None,
+) -> ImportReport:
     digest = hashlib.sha256()
     data = io.BufferedReader(_Hashing(data, digest, max_bytes), 1 << 20)  # type: ignore[assignment]
     quality = _Quality(_disposable_domains())
+    import_id = uuid.uuid4().hex
     errors: list[RowError] = []
     error_count = 0
     rows = imported = 0
-    conn = session.connection()
-    writer = _writer(conn, event_id)
+    wrote = False
+
+    def write(batch: list[tuple]) -> None:
+        nonlocal imported, wrote
+        flagged = quality.flags(batch)
+        wrote = True
+        _writer(session.connection(), event_id, import_id)(flagged)
+        session.commit()  # one short write transaction per chunk
+        imported += len(flagged)
+
     try:
-        conn.execute(delete(Registration).where(Registration.event_id == event_id))
         batch: list[tuple] = []
         for line, raw in read_rows(data, fmt):
             rows += 1
             valid = validate(line, raw, errors if len(errors) < MAX_REPORTED_ERRORS else [])
             if valid is None:
                 error_count += 1
+                batch = []
                 continue
             if error_count:
                 continue  # keep validating to report every bad row, but write nothing more
-            dup, disp = quality.flags(valid[1], valid[2], valid[4], valid[5])
-            batch.append((*valid, dup, disp))
+            batch.append(valid)
             if len(batch) >= CHUNK:
-                writer(batch)
-                imported += len(batch)
+                write(batch)
                 batch = []
         if error_count:
-            session.rollback()
+            _delete_generation(session, event_id, import_id)
             return ImportReport(False, rows, 0, error_count, errors)
         if rows == 0:
-            session.rollback()
             raise ImportError_("no registrations in the file")
         if batch:
-            writer(batch)
-            imported += len(batch)
+            write(batch)
         burst = quality.burst_excess(burst_factor, burst_min)
         suspect = min(imported, quality.dup_or_disp + burst)
+        # the swap: one short transaction points the event at the new generation
+        previous = session.scalar(
+            select(RegistrationSummary.import_id).where(RegistrationSummary.event_id == event_id)
+        )
+        had_summary = session.get(RegistrationSummary, event_id) is not None
         summary = RegistrationSummary(
             event_id=event_id,
             total=imported,
@@ -291,13 +427,53 @@ def import_registrations(
             source_sha256=digest.hexdigest(),
             source_name=source_name[:300],
             imported_at=datetime.now(UTC),
+            import_id=import_id,
         )
         session.merge(summary)
         session.commit()
     except BaseException:
         session.rollback()
+        if wrote:
+            _delete_generation(session, event_id, import_id)
         raise
+    _delete_generation(session, event_id, previous, legacy=not had_summary or previous is None)
     return ImportReport(True, rows, imported, 0, [], summary_dict(summary))
+
+
+def visible_import_id(session: Session, event_id: str) -> tuple[bool, str | None]:
+    """``(has_rows, import_id)``: the generation of ``event_id``'s registrations that readers see."""
+    row = session.get(RegistrationSummary, event_id)
+    return (row is not None, row.import_id if row is not None else None)
+
+
+def _delete_generation(session: Session, event_id: str, import_id: str | None, legacy: bool = False) -> None:
+    """Delete one generation of an event's rows, in chunks (each its own short transaction)."""
+    session.rollback()
+    cond = "import_id IS NULL" if import_id is None else "import_id = :gen"
+    if import_id is None and not legacy:
+        return
+    sql = text(
+        f"DELETE FROM registrations WHERE pk IN (SELECT pk FROM registrations WHERE event_id = :ev AND {cond} "
+        f"LIMIT {DELETE_CHUNK})"
+    )
+    while True:
+        n = session.execute(sql, {"ev": event_id, "gen": import_id}).rowcount
+        session.commit()
+        if not n or n < DELETE_CHUNK:
+            return
+
+
+def _delete_orphans(session: Session, event_id: str) -> None:
+    """Rows of generations that no summary points at (an import interrupted by a crash)."""
+    current = session.scalar(select(RegistrationSummary.import_id).where(RegistrationSummary.event_id == event_id))
+    has_summary = session.get(RegistrationSummary, event_id) is not None
+    gens = session.execute(
+        text("SELECT DISTINCT import_id FROM registrations WHERE event_id = :ev"), {"ev": event_id}
+    ).scalars()
+    stale = [g for g in gens if not (has_summary and g == current)]
+    session.rollback()
+    for gen in stale:
+        _delete_generation(session, event_id, gen, legacy=True)
 
 
 def summary_dict(s: RegistrationSummary) -> dict[str, Any]:
@@ -337,10 +513,10 @@ class _Hashing(io.RawIOBase):
         return n
 
 
-_INSERT_COLS = ("event_id", *COLUMNS, "duplicate", "disposable")
+_INSERT_COLS = ("event_id", *COLUMNS, "duplicate", "disposable", "import_id")
 
 
-def _writer(conn: Any, event_id: str):  # type: ignore[no-untyped-def]
+def _writer(conn: Any, event_id: str, import_id: str):  # type: ignore[no-untyped-def]
     """A fast bulk writer on the session's own connection: COPY on PostgreSQL, executemany on SQLite."""
     dbapi = conn.connection.dbapi_connection
     if conn.dialect.name == "postgresql":
@@ -349,7 +525,7 @@ def _writer(conn: Any, event_id: str):  # type: ignore[no-untyped-def]
         def write_pg(batch: Iterable[tuple]) -> None:
             with dbapi.cursor() as cur, cur.copy(sql) as copy:
                 for row in batch:
-                    copy.write_row((event_id, *row))
+                    copy.write_row((event_id, *row, import_id))
 
         return write_pg
     sql = f"INSERT INTO registrations ({', '.join(_INSERT_COLS)}) VALUES ({', '.join('?' * len(_INSERT_COLS))})"
@@ -358,7 +534,10 @@ def _writer(conn: Any, event_id: str):  # type: ignore[no-untyped-def]
         cur = dbapi.cursor()
         cur.executemany(
             sql,
-            [(event_id, r[0], r[1], r[2], r[3], r[4], _sqlite_ts(r[5]), int(r[6]), int(r[7])) for r in batch],
+            [
+                (event_id, r[0], r[1], r[2], r[3], r[4], _sqlite_ts(r[5]), int(r[6]), int(r[7]), import_id)
+                for r in batch
+            ],
         )
         cur.close()
 

@@ -6,12 +6,12 @@ over when the owner is stale or offline, so a section seen by two cameras is cou
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,22 @@ from server.db.models import Camera, Event, Section, Venue
 from turnout.contract import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+# Camera ids are MQTT topic levels next to the venue's own topics: these would be read as something else
+RESERVED_CAMERA_IDS = frozenset({"alerts", "cmd", "status", "occupancy", "layout", "snapshot"})
+# Times the live evaluation can do arithmetic on (years 1 or 9999 overflow it)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_CAPACITY = 10_000_000
+MAX_EVENT_SPAN = timedelta(days=7)  # doors open at most a week before the start
+
+
+def _in_window(ts: datetime) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError("give the time zone (e.g. 2020-06-20T19:00:00-05:00)")
+    if not EARLIEST <= ts < LATEST:
+        raise ValueError(f"must lie in the years {EARLIEST.year}-{LATEST.year - 1}")
+    return ts
 
 
 class VenueFileError(ValueError):
@@ -32,7 +48,7 @@ class _Strict(BaseModel):
 class SectionIn(_Strict):
     id: Id
     name: str = Field("", max_length=200)
-    seats: int = Field(ge=0, le=1_000_000)
+    seats: StrictInt = Field(ge=0, le=1_000_000)
     cameras: list[Id] = Field(min_length=1, description="Cameras that see it; the first one owns it.")
 
     @field_validator("cameras")
@@ -46,6 +62,13 @@ class SectionIn(_Strict):
 class CameraIn(_Strict):
     id: Id
     name: str = Field("", max_length=200)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, cid: str) -> str:
+        if cid.lower() in RESERVED_CAMERA_IDS:
+            raise ValueError(f"{cid!r} is reserved (a topic of the venue); reserved: {sorted(RESERVED_CAMERA_IDS)}")
+        return cid
 
 
 class VenueIn(_Strict):
@@ -71,9 +94,14 @@ class VenueIn(_Strict):
 
 class OverflowIn(_Strict):
     name: str = Field("overflow", max_length=200)
-    capacity: int = Field(gt=0)
+    capacity: StrictInt = Field(gt=0, le=MAX_CAPACITY)
     deadline: datetime
     threshold: float = Field(1.0, gt=0, le=2, description="Overflow needed above capacity x threshold.")
+
+    @field_validator("deadline")
+    @classmethod
+    def _window(cls, ts: datetime) -> datetime:
+        return _in_window(ts)
 
 
 class EventIn(_Strict):
@@ -82,25 +110,23 @@ class EventIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     doors_open: datetime
     start: datetime
-    capacity: int = Field(gt=0)
+    capacity: StrictInt = Field(gt=0, le=MAX_CAPACITY)
     expected_show_up: float | None = Field(None, gt=0, le=1)
     overflow: OverflowIn | None = None
 
     @field_validator("doors_open", "start")
     @classmethod
     def _aware(cls, ts: datetime) -> datetime:
-        if ts.tzinfo is None:
-            raise ValueError("give the time zone (e.g. 2020-06-20T19:00:00-05:00)")
-        return ts
+        return _in_window(ts)
 
     @model_validator(mode="after")
     def _order(self) -> EventIn:
         if self.start <= self.doors_open:
             raise ValueError("start must be after doors_open")
-        if self.overflow and self.overflow.deadline.tzinfo is None:
-            raise ValueError("overflow.deadline: give the time zone")
-        if self.overflow and not self.doors_open <= self.overflow.deadline <= self.start:
-            raise ValueError("overflow.deadline must lie between doors_open and start")
+        if self.start - self.doors_open > MAX_EVENT_SPAN:
+            raise ValueError(f"doors_open must be at most {MAX_EVENT_SPAN.days} days before start")
+        if self.overflow and not self.doors_open - timedelta(days=1) <= self.overflow.deadline <= self.start:
+            raise ValueError("overflow.deadline must lie between a day before doors_open and start")
         return self
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -10,15 +13,34 @@ from server.alerts import row_to_dict
 from server.auth import Role, read_access, require_role
 from server.db.models import AlertRow, User
 from server.db.session import get_session
+from server.routers._common import WRITE, errors, not_found
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
-@router.get("", dependencies=[Depends(read_access)])
+class AlertOut(BaseModel):
+    id: str
+    venue: str
+    event: str | None
+    kind: str
+    subject: str | None
+    state: str
+    active: bool
+    severity: str
+    message: str
+    figures: dict[str, Any]
+    created_at: str
+    updated_at: str
+    acknowledged: bool
+    acknowledged_at: str | None
+    acknowledged_by: str | None
+
+
+@router.get("", dependencies=[Depends(read_access)], response_model=list[AlertOut], responses=errors(401))
 def list_alerts(
     session: Session = Depends(get_session),
-    venue: str | None = None,
-    event: str | None = None,
+    venue: str | None = Query(None, max_length=64),
+    event: str | None = Query(None, max_length=64),
     active: bool | None = Query(None, description="Only active (true) or cleared (false) alerts."),
 ) -> list[dict]:
     q = select(AlertRow).order_by(AlertRow.updated_at.desc())
@@ -31,16 +53,16 @@ def list_alerts(
     return [row_to_dict(r) for r in session.scalars(q)]
 
 
-@router.post("/{alert_id}/ack")
+@router.post("/{alert_id}/ack", response_model=AlertOut, responses=errors(*WRITE))
 def acknowledge(
-    alert_id: str,
     request: Request,
+    alert_id: str = Path(max_length=255),
     session: Session = Depends(get_session),
     user: User = Depends(require_role(Role.operator)),
 ) -> dict:
     hub = request.app.state.hub
     result = hub.alerts.acknowledge(session, alert_id, user.name, hub.clock.now())
     if result is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no alert {alert_id!r}")
+        raise not_found(f"no alert {alert_id!r}")
     hub._notify()
     return result

@@ -7,20 +7,48 @@ import io
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.auth import read_access
 from server.db.models import Event, EventSample, SectionSample
 from server.db.session import get_session
+from server.routers._common import READ, errors, not_found, unprocessable
+from server.venues import EARLIEST, LATEST
 
 router = APIRouter(prefix="/api/v1/events", tags=["history"])
 FIELDS = ["ts", "attendance", "people", "forecast", "forecast_low", "forecast_high", "decision"]
 
 
-@router.get("/{event_id}/history", dependencies=[Depends(read_access)])
+class EventPoint(BaseModel):
+    ts: str
+    attendance: int
+    people: int
+    forecast: float | None
+    forecast_low: float | None
+    forecast_high: float | None
+    decision: str | None
+
+
+class SectionPoint(BaseModel):
+    ts: str
+    section: str
+    occupied: int
+    people: int
+
+
+@router.get(
+    "/{event_id}/history",
+    dependencies=[Depends(read_access)],
+    response_model=list[EventPoint] | list[SectionPoint],
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON or CSV (format=csv)"},
+        **errors(*READ),
+    },
+)
 def history(
     event_id: str,
     session: Session = Depends(get_session),
@@ -28,11 +56,18 @@ def history(
     since: datetime | None = None,
     sections: bool = Query(False, description="Per-section series instead of the event's."),
 ):
-    event = session.get(Event, event_id)
-    if event is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no event {event_id!r}")
     if since is not None and since.tzinfo is None:  # a time without offset is UTC, as everywhere in the API
         since = since.replace(tzinfo=UTC)
+    if since is not None:
+        try:
+            in_window = EARLIEST <= since < LATEST
+        except OverflowError:
+            in_window = False
+        if not in_window:
+            raise unprocessable(f"must lie in the years {EARLIEST.year}-{LATEST.year - 1}", ("query", "since"))
+    event = session.get(Event, event_id)
+    if event is None:
+        raise not_found(f"no event {event_id!r}")
     if sections:
         q = select(SectionSample).where(SectionSample.venue_id == event.venue_id)
         if since:

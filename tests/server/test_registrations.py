@@ -137,7 +137,7 @@ def test_upload_endpoint_needs_operator_and_rejects_bad_files(sqlite_target: DbT
         assert app.state.hub.snapshot("ev")["registrations"] == 5
         bad = {"file": ("bad.csv", b"email\nnope\n", "text/csv")}
         r = client.post(url, files=bad, headers=auth(operator))
-        assert r.status_code == 422 and r.json()["detail"]["errors"][0]["row"] == 2
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "file", 2, "email"]
         assert client.get(f"{url}/summary").json()["total"] == 5
         rows = client.get(url, headers=auth(operator), params={"suspect": True}).json()
         assert {r["ref"] for r in rows} == {"3", "5"}
