@@ -20,6 +20,12 @@ from server.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
+# No inline script anywhere (dashboard, login, API docs); inline styles are used by the pages and ReDoc.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 ROUTERS = ("auth", "venues", "events", "registrations", "live", "history", "alerts")
 OPTIONAL_ROUTERS = ("ui", "stream", "calibration")  # the dashboard's, mounted when present
 
@@ -60,7 +66,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         version="1",
         summary="Live attendance from edge cameras, registrations, forecast and overflow decision.",
         lifespan=lifespan,
+        docs_url=None,  # served from the server's own files by server.routers.docs (no CDN, no inline script)
+        redoc_url=None,
     )
+    app.add_middleware(SecurityHeaders)
     hub = LiveHub(settings, db, clock)
     bridge = MqttBridge(settings, hub)
     hub.alerts.set_publisher(lambda topic, payload: bridge.publish(topic, payload, qos=1, retain=True))
@@ -99,6 +108,35 @@ def _router_modules() -> list:
     )
     modules = [importlib.import_module(f"server.routers.{name}") for name in names]
     return [m for m in modules if hasattr(m, "router")]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding security headers to every HTTP response (the body is never touched)."""
+
+    HEADERS = (
+        (b"content-security-policy", CSP.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    )
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:  # type: ignore[no-untyped-def]
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.HEADERS if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _tick_loop(hub: LiveHub, every_s: float) -> None:

@@ -3,6 +3,12 @@
 Passwords are stored as scrypt hashes, tokens as SHA-256 digests: neither is kept in plaintext.
 ``require_role(Role.operator)`` is a FastAPI dependency accepting ``Authorization: Bearer <token>``:
 no or unknown token -> 401, a role below the one required -> 403.
+
+Every token expires (API tokens after ``API_TOKEN_TTL`` unless told otherwise, login tokens after the
+``login_token_ttl_h`` setting); a disabled user's tokens stop working and it cannot sign in. Sign-in is
+throttled (`LoginThrottle`): after ``max_failures`` failures within ``window`` for one user name, or from one
+client address, further attempts are refused for ``lockout`` (HTTP 429 with Retry-After), whether or not the
+user exists.
 """
 
 from __future__ import annotations
@@ -12,7 +18,11 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -25,6 +35,8 @@ from server.db.session import get_session
 
 TOKEN_PREFIX = "tok_"
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+API_TOKEN_TTL = timedelta(days=30)
+MAX_TOKEN_TTL = timedelta(days=3650)
 
 
 class Role(StrEnum):
@@ -84,13 +96,18 @@ def create_user(session: Session, name: str, role: Role, password: str | None = 
 
 
 def create_token(session: Session, user_name: str, name: str = "api", ttl: timedelta | None = None) -> str:
-    """Create a token for ``user_name``; the plaintext is returned once and never stored."""
+    """Create a token for ``user_name``, valid for ``ttl`` (default `API_TOKEN_TTL`); the plaintext is
+    returned once and never stored."""
+    ttl = API_TOKEN_TTL if ttl is None else ttl
+    if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
+        raise AuthError(f"token lifetime must be more than 0 and at most {MAX_TOKEN_TTL.days} days")
     user = session.scalar(select(User).where(User.name == user_name))
     if user is None:
         raise AuthError(f"no user {user_name!r}; create it with `turnout users create {user_name}`")
+    if user.disabled:
+        raise AuthError(f"user {user_name!r} is disabled; `turnout users enable {user_name}` first")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires = utcnow() + ttl if ttl else None
-    session.add(Token(user_id=user.id, token_sha256=token_digest(token), name=name, expires_at=expires))
+    session.add(Token(user_id=user.id, token_sha256=token_digest(token), name=name, expires_at=utcnow() + ttl))
     session.commit()
     return token
 
@@ -100,9 +117,110 @@ def login(session: Session, name: str, password: str, ttl: timedelta) -> tuple[s
     # an unknown user costs the same scrypt as a known one: no user enumeration by timing
     if not verify_password(password, user.password_hash if user and user.password_hash else _dummy_hash()):
         return None
-    if user is None or not user.password_hash:
+    if user is None or not user.password_hash or user.disabled:
         return None
     return create_token(session, name, name="login", ttl=ttl), user
+
+
+def list_tokens(session: Session, user_name: str | None = None) -> list[tuple[Token, User]]:
+    q = select(Token, User).join(User, User.id == Token.user_id).order_by(Token.id)
+    if user_name is not None:
+        q = q.where(User.name == user_name)
+    return [(t, u) for t, u in session.execute(q).all()]
+
+
+def revoke_token_id(session: Session, token_id: int) -> bool:
+    """Revoke a token by its id (`turnout tokens list`); True when it was live."""
+    row = session.get(Token, token_id)
+    if row is None:
+        raise AuthError(f"no token with id {token_id}; see `turnout tokens list`")
+    if row.revoked:
+        return False
+    row.revoked = True
+    session.commit()
+    return True
+
+
+def revoke_user_tokens(session: Session, user_name: str) -> int:
+    user = session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        raise AuthError(f"no user {user_name!r}")
+    n = 0
+    for row in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked.is_(False))):
+        row.revoked = True
+        n += 1
+    session.commit()
+    return n
+
+
+def set_user_disabled(session: Session, user_name: str, disabled: bool) -> User:
+    """Disable (or enable) a user: a disabled user cannot sign in and its tokens are refused."""
+    user = session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        raise AuthError(f"no user {user_name!r}")
+    user.disabled = disabled
+    session.commit()
+    return user
+
+
+# ------------------------------------------------------------------------------------- throttling
+class LoginLocked(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class LoginThrottle:
+    """Failed sign-ins per user name and per client address; a key with ``max_failures`` failures within
+    ``window_s`` is locked for ``lockout_s``. In memory, per server process (a restart clears it)."""
+
+    max_failures: int = 10
+    window_s: float = 300.0
+    lockout_s: float = 300.0
+    max_keys: int = 100_000
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict)
+    _locked: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @staticmethod
+    def keys(user: str, client: str | None) -> list[str]:
+        return [f"user:{user.strip().lower()}", f"addr:{client or '?'}"]
+
+    def check(self, user: str, client: str | None) -> None:
+        """Raise `LoginLocked` when the user name or the address is locked."""
+        now = self.clock()
+        with self._lock:
+            until = max((self._locked.get(k, 0.0) for k in self.keys(user, client)), default=0.0)
+        if until > now:
+            raise LoginLocked(max(1, int(until - now + 0.999)))
+
+    def failed(self, user: str, client: str | None) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) > self.max_keys:  # bounded memory under a spray of names
+                self._prune(now)
+            for key in self.keys(user, client):
+                q = self._failures.setdefault(key, deque())
+                q.append(now)
+                while q and q[0] <= now - self.window_s:
+                    q.popleft()
+                if len(q) >= self.max_failures:
+                    self._locked[key] = now + self.lockout_s
+                    q.clear()
+
+    def succeeded(self, user: str, client: str | None) -> None:
+        with self._lock:
+            self._failures.pop(self.keys(user, client)[0], None)
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, q in self._failures.items() if not q or q[-1] <= now - self.window_s]:
+            del self._failures[key]
+        for key in [k for k, t in self._locked.items() if t <= now]:
+            del self._locked[key]
+        if len(self._failures) > self.max_keys:
+            self._failures.clear()
 
 
 def revoke_token(session: Session, token: str) -> bool:
@@ -119,7 +237,8 @@ def user_for_token(session: Session, token: str, now: datetime | None = None) ->
     row = session.scalar(select(Token).where(Token.token_sha256 == token_digest(token)))
     if row is None or row.revoked or (row.expires_at is not None and row.expires_at < (now or utcnow())):
         return None
-    return session.get(User, row.user_id)
+    user = session.get(User, row.user_id)
+    return None if user is None or user.disabled else user
 
 
 # ---------------------------------------------------------------------------------- dependencies

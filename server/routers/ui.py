@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 VENDOR_HINT = (
@@ -29,8 +30,26 @@ def dashboard() -> FileResponse:
     return _page("index.html")
 
 
-@router.get("/login")
-def login_page() -> FileResponse:
+def safe_next(target: str) -> bool:
+    """True when ``target`` is a same-site path a browser cannot read as another site's address.
+
+    Refused: anything not starting with a single ``/`` (``//host``, schemes), backslashes (browsers read
+    them as ``/``), and control characters or whitespace (browsers drop tabs and newlines, so ``/\t/host``
+    becomes ``//host``).
+    """
+    if not target.startswith("/") or target.startswith("//") or len(target) > 2000:
+        return False
+    if "\\" in target or any(ord(c) < 0x21 or ord(c) == 0x7F or c.isspace() for c in target):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+@router.get("/login", response_model=None)
+def login_page(next: str | None = None) -> Response:
+    """The login page; a ``next`` that is not a same-site path is dropped (redirect to plain /login)."""
+    if next is not None and not safe_next(next):
+        return RedirectResponse("/login", status_code=303)
     return _page("login.html")
 
 
