@@ -149,9 +149,9 @@ def serve(
 @server_app.command("migrate")
 def migrate(config: Path | None = ConfigOpt) -> None:
     """Create or upgrade the database schema (also done on server start)."""
+    db = _database(config)  # first: it quiets alembic's start-up logging
     from server.migrations import current
 
-    db = _database(config)
     typer.echo(f"database at revision {current(db)}")
 
 
