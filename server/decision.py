@@ -1,14 +1,16 @@
-"""The overflow decision: cancel the overflow event, or it is needed, or not yet clear.
+"""The overflow decision, by risk: cancel the overflow event, it is needed, or not (yet) clear.
 
-Evaluated from doors-open to the overflow deadline against ``target = capacity x threshold``:
+Evaluated from doors-open to the overflow deadline with ``p = P(final >= target)`` from the forecast
+(``target = capacity x threshold``). The two mistakes do not cost the same:
 
-* ``cancel_overflow`` when the forecast's upper bound is below ``target - margin x capacity``;
-* ``overflow_needed`` when the forecast's lower bound is above ``target + margin x capacity``;
+* ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %): a wrong cancel turns people away;
+* ``overflow_needed`` when ``p >= needed_min_probability`` (default 80 %): keeping a stage costs money;
 * otherwise the state does not change.
 
-Hysteresis: a new state must be proposed continuously for ``hold_s`` (event time) before it is taken,
-and a decision once taken never falls back to ``undecided`` (only the opposite decision, held as long,
-replaces it). At the deadline the state freezes; an operator override also freezes it.
+Hysteresis: a new state must be proposed continuously for ``hold_s`` (event time) before it is taken.
+A decision never falls back to ``undecided``; before the deadline it is *reversed* when the evidence holds
+the opposite threshold as long (``reversed_from`` says so). At the deadline the state freezes; an
+``undecided`` state at the deadline means the organizer must decide. An operator override also freezes it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from server.forecast import Forecast
+from server.forecast import FinalForecast
 
 
 class DecisionState(StrEnum):
@@ -34,6 +36,8 @@ class DecisionMemory:
     override_by: str | None = None
     candidate: DecisionState | None = None
     candidate_since: datetime | None = None
+    reversed_from: DecisionState | None = None
+    """The opposite decision this one replaced (before the deadline), if any."""
 
 
 @dataclass(frozen=True)
@@ -42,31 +46,33 @@ class DecisionRules:
     threshold: float
     doors_open: datetime
     deadline: datetime | None
-    margin: float
-    hold_s: float
-    min_share: float
+    hold_s: float = 300.0
+    cancel_max_risk: float = 0.02
+    needed_min_probability: float = 0.8
+    min_fitted_points: int = 3
 
     @property
     def target(self) -> float:
         return self.capacity * self.threshold
 
 
-def propose(forecast: Forecast | None, rules: DecisionRules) -> DecisionState | None:
+def propose(forecast: FinalForecast | None, rules: DecisionRules) -> DecisionState | None:
     """The state the forecast argues for, or None when it argues for nothing (yet)."""
-    if forecast is None or forecast.share < rules.min_share:
+    if forecast is None or forecast.p_reach_target is None:
         return None
-    if forecast.method == "registrations":  # no live count behind it: never decide on registrations alone
-        return None
-    band = rules.margin * rules.capacity
-    if forecast.high < rules.target - band:
+    if forecast.method == "registrations" or forecast.fitted_points < rules.min_fitted_points:
+        return None  # never decide without enough live counts behind the forecast
+    if forecast.p_reach_target <= rules.cancel_max_risk:
         return DecisionState.cancel_overflow
-    if forecast.low > rules.target + band:
+    if forecast.p_reach_target >= rules.needed_min_probability:
         return DecisionState.overflow_needed
     return None
 
 
-def step(memory: DecisionMemory, forecast: Forecast | None, rules: DecisionRules, now: datetime) -> DecisionMemory:
-    """Advance the decision by one evaluation at ``now``."""
+def step(
+    memory: DecisionMemory, forecast: FinalForecast | None, rules: DecisionRules, now: datetime
+) -> DecisionMemory:
+    """Advance the decision by one evaluation at ``now`` (``forecast`` None: no evidence may move it)."""
     if memory.frozen:
         return memory
     if rules.deadline is not None and now >= rules.deadline:
@@ -80,7 +86,8 @@ def step(memory: DecisionMemory, forecast: Forecast | None, rules: DecisionRules
         memory = replace(memory, candidate=proposal, candidate_since=now)
     assert memory.candidate_since is not None
     if (now - memory.candidate_since).total_seconds() >= rules.hold_s:
-        return DecisionMemory(state=proposal, since=now)
+        reversed_from = memory.state if memory.state != DecisionState.undecided else None
+        return DecisionMemory(state=proposal, since=now, reversed_from=reversed_from)
     return memory
 
 

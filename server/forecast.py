@@ -1,127 +1,410 @@
-"""Forecast of the final attendance at the start time, with an uncertainty band.
+"""Forecast of the final attendance (at the start time) as a probability distribution.
 
-Method (documented in docs/server.md):
+Pure functions: figures in, `FinalForecast` out. The method, in words (docs/server.md says it for
+operations managers):
 
-1. **Arrival curve.** ``share(t)`` is the share of the final crowd usually inside ``t`` minutes before
-   the start (configurable points, linearly interpolated). With attendance ``A`` now, the curve
-   estimate is ``A / share``. The share itself is uncertain by ``± spread x (1 - share)`` (relative), so
-   the band is ``A / min(1, share x (1 + u)) .. A / (share x (1 - u))``; it narrows to nothing at the start.
-2. **Registrations prior.** ``plausible registrations x expected show-up``, ``± show_up_spread``
-   (plausible = registrations minus the ones that look fake).
-3. **Blend.** Both are combined by inverse-variance weighting in log space (the curve's band is shrunk by
-   the same factor as the combined spread). When the two bands do not
-   overlap (registrations inflated, as in Tulsa 2020, or a walk-up crowd) the prior is dropped and
-   ``prior_conflict`` is reported: observed arrivals always win over registrations.
-4. The final attendance is never forecast below the attendance already in.
+1. **Arrival shape.** How the crowd arrives is not known in advance. A *family* of cumulative arrival
+   curves (early, usual, late, stalling, walk-up; plus the venue's configured curve and its past events)
+   is on normalised event time ``u`` (0 at doors-open, 1 at the start). Each curve is weighted by its prior
+   weight times how well it explains the attendance *series* so far (least squares in log space, sampled
+   every ``fit_step_min``): a crowd still accelerating is explained by a late curve, not by a small crowd.
+2. **Counting error.** Counts are divided by each camera's measured bias (``turnout edge calibrate``);
+   calibrated cameras add their measured spread; cameras without calibration count as +-25 % of unknown
+   sign (log-normal, sigma 0.15), integrated over 7 points.
+3. **People not yet inside.** Queue counts (sections of kind ``queue``) are added to the series the shapes
+   are fitted on, so a queue outside reads as a crowd arriving, and 90 % of the queue is a floor.
+4. **Registrations.** ``plausible registrations x expected show-up`` is a prior on the final that applies
+   with probability ``w`` (smaller the more registrations look inflated: suspect share, far more than the
+   venue holds). The data then decide between "prior applies" and "prior does not" by how well the prior
+   agrees with the arrivals: the weight falls smoothly, never an on/off switch.
+5. The final is never below the attendance already counted (after bias correction).
+
+The result is a mixture of log-normal components; quantiles and P(final >= target) are read from its
+distribution function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.special import ndtr
+
+UNCALIBRATED_SIGMA = 0.15
+"""Log-sd of the bias of an uncalibrated camera: +-25 % is about 1.6 sigma either side."""
+CALIBRATED_FLOOR = 0.03
+"""Systematic error left after calibration (the event's crowd is not the calibration frames' crowd)."""
+QUEUE_FLOOR_SHARE = 0.9
+"""Share of the people queueing outside who are counted as certain to come in."""
+
+
+# --------------------------------------------------------------------------------------------- shapes
+@dataclass(frozen=True)
+class ArrivalShape:
+    """A cumulative arrival curve on normalised time (0 = doors open, 1 = start), with a prior weight."""
+
+    name: str
+    family: str
+    u: tuple[float, ...]
+    share: tuple[float, ...]
+    prior: float
+
+    def at(self, u: np.ndarray | float) -> np.ndarray:
+        return np.interp(u, self.u, self.share, left=0.0, right=1.0)
+
+
+def logistic_shape(name: str, family: str, center: float, width: float, prior: float) -> ArrivalShape:
+    """A logistic arrival curve, normalised to 0 at doors-open and 1 at the start."""
+    u = np.linspace(0.0, 1.0, 81)
+    raw = 1.0 / (1.0 + np.exp(-(u - center) / width))
+    share = (raw - raw[0]) / (raw[-1] - raw[0])
+    return ArrivalShape(name, family, tuple(u.round(5)), tuple(share.round(6)), prior)
+
+
+FAMILIES: dict[str, tuple[float, float, float]] = {
+    # family: (centre, width, prior weight) of a logistic curve on normalised time
+    "early": (0.40, 0.12, 0.15),
+    "usual": (0.64, 0.12, 0.35),
+    "late": (0.82, 0.12, 0.20),
+    "stalling": (0.45, 0.07, 0.10),
+    "walk-up": (0.95, 0.07, 0.20),
+}
+"""Shipped defaults for an arena concert/rally with doors 2-4 hours before the start."""
+CENTRES = tuple(round(0.25 + 0.025 * i, 3) for i in range(31))  # 0.25 .. 1.0
+WIDTHS = tuple(round(0.04 * 1.12**i, 4) for i in range(17))  # 0.04 .. 0.24
+
+
+def default_shapes() -> tuple[ArrivalShape, ...]:
+    """The shipped family: a grid of logistic curves (centre x width) covering early to walk-up crowds.
+
+    Each grid curve's prior weight is a smooth kernel around the named families (centre +-0.07,
+    width x/ 1.5), plus a small floor so that no plausible shape is ruled out before the data speak;
+    it is named after the family that contributes most to its weight.
+    """
+    shapes = []
+    raw: list[tuple[float, float, str, float]] = []
+    for c in CENTRES:
+        for w in WIDTHS:
+            contrib = {
+                f: pf * math.exp(-0.5 * ((c - cf) / 0.07) ** 2 - 0.5 * (math.log(w / wf) / 0.4) ** 2)
+                for f, (cf, wf, pf) in FAMILIES.items()
+            }
+            family = max(contrib, key=lambda f: contrib[f])
+            raw.append((c, w, family, sum(contrib.values()) + 0.002))
+    total = sum(r[3] for r in raw)
+    for c, w, family, weight in raw:
+        shapes.append(logistic_shape(f"{family}:{c:.3f}/{w:.2f}", family, c, w, weight / total))
+    return tuple(shapes)
+
+
+def venue_shapes(curve: Sequence[tuple[float, float]], doors_min: float, prior: float) -> tuple[ArrivalShape, ...]:
+    """The venue's configured curve (``(minutes to start, share)``) and time-warped neighbours of it
+    (a little earlier or later throughout), sharing ``prior``: family ``usual``."""
+    base = shape_from_minutes("venue", "usual", curve, doors_min, 1.0)
+    u = np.array(base.u)
+    warps = (0.8, 0.9, 1.0, 1.12, 1.25)
+    weights = np.array([0.15, 0.2, 0.3, 0.2, 0.15])
+    out = []
+    for a, w in zip(warps, weights, strict=True):
+        grid = np.linspace(0.0, 1.0, 81)
+        share = np.interp(grid**a, u, base.share)
+        out.append(ArrivalShape(f"venue^{a}", "usual", tuple(grid), tuple(share), prior * float(w)))
+    return tuple(out)
+
+
+def build_shapes(
+    curve: Sequence[tuple[float, float]], doors_min: float, venue_weight: float = 0.35,
+    history: Sequence[ArrivalShape] = (),
+) -> tuple[ArrivalShape, ...]:
+    """The family used for one event: shipped grid, the venue's curve, and the venue's past events
+    (each past event gets the weight of the venue curve, the whole set at most half of the prior)."""
+    hist_w = min(0.5, venue_weight * len(history))
+    grid_w = 1.0 - venue_weight - hist_w
+    out = [replace(sh, prior=sh.prior * grid_w) for sh in default_shapes()]
+    out += venue_shapes(curve, doors_min, venue_weight)
+    out += [replace(sh, prior=hist_w / len(history)) for sh in history]
+    return tuple(out)
+
+
+def shape_from_minutes(
+    name: str, family: str, curve: Sequence[tuple[float, float]], doors_min: float, prior: float
+) -> ArrivalShape:
+    """A curve given as ``(minutes to start, share)`` points, for an event whose doors open ``doors_min``
+    (negative) minutes before the start."""
+    span = -doors_min if doors_min < 0 else 1.0
+    u = np.array([1.0 + m / span for m, _ in curve])
+    s = np.array([v for _, v in curve])
+    keep = u >= 0
+    u, s = np.concatenate([[0.0], u[keep]]), np.concatenate([[0.0], s[keep]])
+    if s[-1] <= 0:
+        s = u.copy()
+    s = np.maximum.accumulate(s) / max(s[-1], 1e-9)
+    return ArrivalShape(name, family, tuple(u), tuple(s), prior)
+
+
+def shape_from_series(
+    name: str, points: Iterable[tuple[float, float]], prior: float
+) -> ArrivalShape | None:
+    """A venue's past event as a shape: ``(u, attendance)`` points, the final being the value at u = 1."""
+    pts = sorted((u, a) for u, a in points if 0.0 <= u <= 1.0)
+    if len(pts) < 5 or pts[-1][0] < 0.97 or pts[-1][1] <= 0:
+        return None
+    u = np.array([0.0] + [p[0] for p in pts])
+    a = np.maximum.accumulate(np.array([0.0] + [p[1] for p in pts]))
+    return ArrivalShape(name, "history", tuple(u), tuple(a / a[-1]), prior)
+
+
+# ------------------------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class CountError:
+    """What is known about how the counts relate to the truth, for the current mix of cameras.
+
+    ``factor``: multiply raw attendance by it to correct calibrated cameras' bias; ``rel_sd``: relative
+    standard deviation left after that (calibrated spread); ``uncalibrated_share``: share of the counted
+    attendance that comes from cameras without calibration.
+    """
+
+    factor: float = 1.0
+    rel_sd: float = CALIBRATED_FLOOR
+    uncalibrated_share: float = 1.0
+    uncalibrated_cameras: int = 0
 
 
 @dataclass(frozen=True)
-class Forecast:
-    value: float
-    low: float
-    high: float
-    at: datetime
-    share: float
-    method: str
-    prior: float | None = None
-    prior_conflict: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["at"] = self.at.isoformat()
-        for key in ("value", "low", "high", "prior"):
-            if d[key] is not None:
-                d[key] = round(d[key], 1)
-        d["share"] = round(self.share, 4)
-        return d
+class Registrations:
+    plausible: int
+    suspect_share: float
+    show_up: float
+    show_up_spread: float
 
 
-def curve_share(curve: Sequence[tuple[float, float]], minutes_to_start: float) -> float:
-    """Share of the final crowd usually in at ``minutes_to_start`` (negative before the start)."""
-    xs = np.fromiter((m for m, _ in curve), float)
-    ys = np.fromiter((s for _, s in curve), float)
-    return float(np.interp(minutes_to_start, xs, ys, left=ys[0], right=1.0))
+@dataclass(frozen=True)
+class ForecastParams:
+    fit_sigma: float = 0.10
+    """Log-residual a curve is allowed per fitted point (how far real crowds stray from smooth curves)."""
+    future_sigma: float = 0.30
+    """Relative doubt about the part of the crowd still to come, times (1 - share in)."""
+    fit_step_min: float = 10.0
+    """Series points used for the fit are at least this far apart (event time)."""
+    min_counted: float = 0.005
+    """Points with fewer than this share of capacity counted are not fitted (noise, staff)."""
+    prior_base_weight: float = 0.8
+    """Probability that honest-looking registrations carry information about the final."""
+
+
+@dataclass(frozen=True)
+class FinalForecast:
+    p05: float
+    p50: float
+    p95: float
+    target: float | None
+    p_reach_target: float | None
+    expected_share_in: float
+    """Posterior mean of the share of the final crowd already in (counted + queue)."""
+    prior: float | None
+    prior_weight: float
+    """Posterior probability that the registrations prior applies (0 = ignored)."""
+    families: dict[str, float] = field(default_factory=dict)
+    """Posterior weight of each arrival family (early, usual, late, ...)."""
+    fitted_points: int = 0
+    method: str = "arrivals"
+    reasons: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "p05": round(self.p05, 1),
+            "p50": round(self.p50, 1),
+            "p95": round(self.p95, 1),
+            "target": None if self.target is None else round(self.target, 1),
+            "p_reach_target": None if self.p_reach_target is None else round(self.p_reach_target, 4),
+            "expected_share_in": round(self.expected_share_in, 4),
+            "prior": None if self.prior is None else round(self.prior, 1),
+            "prior_weight": round(self.prior_weight, 4),
+            "families": {k: round(v, 4) for k, v in self.families.items()},
+            "fitted_points": self.fitted_points,
+            "method": self.method,
+            "reasons": list(self.reasons),
+        }
+
+
+# ------------------------------------------------------------------------------------------ forecast
+def prior_weight(reg: Registrations, capacity: int, base: float) -> float:
+    """How much honest information the registrations are likely to carry, before seeing arrivals.
+
+    Falls smoothly with the suspect share and with how far the expected turnout exceeds what the venue
+    (with room for an overflow event of the same size) could plausibly see.
+    """
+    if reg.plausible <= 0:
+        return 0.0
+    expected = reg.plausible * reg.show_up
+    excess = min(1.0, (3.0 * capacity) / expected) if expected > 0 else 1.0
+    return base * (1.0 - reg.suspect_share) ** 2 * excess
 
 
 def forecast_final(
     *,
-    attendance: int,
-    now: datetime,
-    start: datetime,
-    curve: Sequence[tuple[float, float]],
-    spread: float,
-    registrations: float | None,
-    show_up: float,
-    show_up_spread: float,
-) -> Forecast | None:
-    """Forecast of attendance at ``start``; None when there is nothing to go on yet."""
-    minutes = (now - start).total_seconds() / 60.0
-    share = curve_share(curve, minutes)
-    curve_band: tuple[float, float, float] | None = None
-    if share >= 1.0:
-        curve_band = (attendance, attendance, attendance)
-    elif share > 0 and attendance > 0:
-        u = spread * (1.0 - share)
-        point = attendance / share
-        low = attendance / min(1.0, share * (1.0 + u))
-        high = attendance / max(share * (1.0 - u), 1e-6)
-        curve_band = (point, low, high)
+    u_now: float,
+    series: Sequence[tuple[float, float]],
+    counted_now: float,
+    queue_now: float,
+    capacity: int,
+    target: float | None,
+    count_error: CountError,
+    shapes: Sequence[ArrivalShape],
+    registrations: Registrations | None,
+    params: ForecastParams = ForecastParams(),
+    minutes_per_u: float = 240.0,
+) -> FinalForecast | None:
+    """Distribution of the final attendance.
 
-    prior_band: tuple[float, float, float] | None = None
-    if registrations and registrations > 0:
-        p = registrations * show_up
-        prior_band = (p, p * (1.0 - show_up_spread), p * (1.0 + show_up_spread))
+    ``series``: ``(u, counted incl. queue)`` points in time order (raw counts; only points with enough
+    cameras live); ``counted_now``/``queue_now``: raw figures now. None when there is nothing to go on.
+    """
+    err = count_error
+    # counting error: calibrated bias corrected by `factor`; what is left (calibrated spread, and the
+    # unknown bias of uncalibrated cameras on their share of the count) is log-normal around it
+    bias_sd = math.hypot(math.log1p(err.rel_sd), UNCALIBRATED_SIGMA * err.uncalibrated_share)
+    log_factor = math.log(err.factor)
 
-    floor = float(attendance)
-    if curve_band is None and prior_band is None:
-        return None
-    if prior_band is None or (curve_band is not None and share >= 1.0):
-        assert curve_band is not None
-        v, lo, hi = curve_band
-        return Forecast(max(v, floor), max(lo, floor), max(hi, floor), start, share, "arrival_curve")
-    if curve_band is None:
-        v, lo, hi = prior_band
-        return Forecast(
-            max(v, floor), max(lo, floor), max(hi, floor), start, share, "registrations", prior=prior_band[0]
-        )
-    overlap = curve_band[1] <= prior_band[2] and prior_band[1] <= curve_band[2]
-    if not overlap:
-        v, lo, hi = curve_band
-        return Forecast(
-            max(v, floor), max(lo, floor), max(hi, floor), start, share, "arrival_curve", prior_band[0], True
-        )
-    curve_mu, curve_sigma = _log_normal(*curve_band)
-    mu, sigma = _blend((curve_mu, curve_sigma), _log_normal(*prior_band))
-    k = sigma / curve_sigma  # shrink the curve's (asymmetric) band by the information the prior adds
-    down, up = curve_mu - math.log(max(curve_band[1], 1e-9)), math.log(max(curve_band[2], 1e-9)) - curve_mu
-    return Forecast(
-        max(math.exp(mu), floor),
-        max(math.exp(mu - down * k), floor),
-        max(math.exp(mu + up * k), floor),
-        start,
-        share,
-        "blended",
-        prior_band[0],
+    floor_raw = counted_now + QUEUE_FLOOR_SHARE * queue_now
+    pts = _fit_points(series, params, capacity, minutes_per_u)
+    reasons: list[str] = []
+    if err.uncalibrated_cameras:
+        n = err.uncalibrated_cameras
+        reasons.append(f"{n} camera{'s' if n != 1 else ''} uncalibrated: ±25 %")
+
+    prior_mu = prior_sd = None
+    w_prior = 0.0
+    if registrations is not None and registrations.plausible > 0:
+        prior_mu = math.log(registrations.plausible * registrations.show_up)
+        prior_sd = math.log1p(registrations.show_up_spread)
+        w_prior = prior_weight(registrations, capacity, params.prior_base_weight)
+
+    if u_now >= 1.0:  # at or after the start: the final is what is counted
+        comp_mu = np.array([math.log(max(counted_now, 1.0)) + log_factor])
+        comp_sd, comp_w = np.array([bias_sd + 1e-6]), np.array([1.0])
+        share_in, fams, post_prior, method = 1.0, {}, 0.0, "counted"
+    elif len(pts) == 0:
+        if prior_mu is None or prior_sd is None:
+            return None
+        comp_mu, comp_sd, comp_w = np.array([prior_mu]), np.array([prior_sd]), np.array([1.0])
+        share_in, fams, post_prior, method = 0.0, {}, 1.0, "registrations"
+        reasons.append("no arrivals counted yet: registrations only")
+    else:
+        u = np.array([p[0] for p in pts])
+        y = np.log(np.array([p[1] for p in pts]))
+        s_mat = np.clip(np.array([sh.at(u) for sh in shapes]), 1e-4, 1.0)  # (K, n)
+        resid = y[None, :] - np.log(s_mat)
+        beta = resid.mean(axis=1)  # log of the raw final under each shape
+        rss = ((resid - beta[:, None]) ** 2).sum(axis=1)
+        s_now = np.clip(np.array([sh.at(u_now) for sh in shapes]), 1e-4, 1.0)
+        logw = np.log([max(sh.prior, 1e-12) for sh in shapes]) - rss / (2 * params.fit_sigma**2)
+        # a shape that says most of the crowd should already be in must also explain today's count
+        keep = logw > logw.max() - 9.0  # shapes 8,000x less likely than the best add nothing
+        shapes_k = [sh for sh, k in zip(shapes, keep, strict=True) if k]
+        beta, s_now, logw = beta[keep], s_now[keep], logw[keep]
+        w_shape = np.exp(logw - logw.max())
+        w_shape /= w_shape.sum()
+        sd_kj = np.sqrt(params.fit_sigma**2 / len(pts) + (params.future_sigma * (1.0 - s_now)) ** 2 + bias_sd**2)
+        mu_kj, w_kj = beta + log_factor, w_shape
+        share_in = float((w_shape * s_now).sum())
+        fams = {}
+        for sh, w in zip(shapes_k, w_shape, strict=True):
+            fams[sh.family] = fams.get(sh.family, 0.0) + float(w)
+        method = "arrivals"
+        post_prior = 0.0
+        if prior_mu is not None and prior_sd is not None and w_prior > 0:
+            # two branches: the prior applies (conjugate update, weighted by agreement) or it does not
+            log_range = math.log(100.0)  # flat alternative over two decades of possible finals
+            var = sd_kj**2 + prior_sd**2
+            agree = np.exp(-((mu_kj - prior_mu) ** 2) / (2 * var)) / np.sqrt(2 * math.pi * var)
+            wa = w_kj * w_prior * agree
+            wb = w_kj * (1.0 - w_prior) / log_range
+            post_var = 1.0 / (1.0 / sd_kj**2 + 1.0 / prior_sd**2)
+            post_mu = post_var * (mu_kj / sd_kj**2 + prior_mu / prior_sd**2)
+            total = wa.sum() + wb.sum()
+            post_prior = float(wa.sum() / total)
+            comp_mu = np.concatenate([post_mu, mu_kj])
+            comp_sd = np.concatenate([np.sqrt(post_var), sd_kj])
+            comp_w = np.concatenate([wa, wb]) / total
+            method = "arrivals+registrations" if post_prior >= 0.05 else "arrivals"
+        else:
+            comp_mu, comp_sd, comp_w = mu_kj, sd_kj, w_kj
+        late = fams.get("late", 0.0) + fams.get("walk-up", 0.0)
+        if late >= 0.5:
+            reasons.append("arrivals still accelerating: a late crowd")
+        elif fams.get("stalling", 0.0) >= 0.5:
+            reasons.append("arrivals have slowed early")
+        if len(pts) < 3:
+            reasons.append("few counts so far: wide range")
+
+    if registrations is not None and registrations.plausible > 0 and method != "registrations":
+        if post_prior < 0.05:
+            reasons.append("registrations look inflated: ignored" if w_prior < 0.3 else "registrations disagree with arrivals: ignored")
+        else:
+            reasons.append(f"registrations weigh in ({post_prior:.0%})")
+    if queue_now > 0:
+        reasons.append(f"{round(queue_now):,} people queueing outside")
+
+    floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
+    dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
+    p05, p50, p95 = dist.quantiles((0.05, 0.5, 0.95))
+    p_reach = None if target is None else float(1.0 - dist.cdf_below(target))
+    return FinalForecast(
+        p05=p05,
+        p50=p50,
+        p95=p95,
+        target=target,
+        p_reach_target=p_reach,
+        expected_share_in=share_in,
+        prior=None if prior_mu is None else math.exp(prior_mu),
+        prior_weight=post_prior,
+        families=dict(sorted(fams.items(), key=lambda kv: -kv[1])),
+        fitted_points=len(pts),
+        method=method,
+        reasons=tuple(reasons),
     )
 
 
-def _log_normal(point: float, low: float, high: float) -> tuple[float, float]:
-    mu = math.log(max(point, 1e-9))
-    sigma = max(math.log(max(high, 1e-9)) - mu, mu - math.log(max(low, 1e-9)), 1e-6)
-    return mu, sigma
+def _fit_points(
+    series: Sequence[tuple[float, float]], params: ForecastParams, capacity: int, minutes_per_u: float
+) -> list[tuple[float, float]]:
+    """Series points spaced at least ``fit_step_min`` apart, with enough people counted to be signal."""
+    floor = max(20.0, params.min_counted * capacity)
+    step_u = params.fit_step_min / max(minutes_per_u, 1e-6)
+    out: list[tuple[float, float]] = []
+    for u, a in reversed(series):  # keep the newest point, then step back
+        if a < floor or u < 0:
+            continue
+        if not out or out[-1][0] - u >= step_u - 1e-9:
+            out.append((u, a))
+    return out[::-1]
 
 
-def _blend(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
-    wa, wb = 1.0 / a[1] ** 2, 1.0 / b[1] ** 2
-    return (a[0] * wa + b[0] * wb) / (wa + wb), math.sqrt(1.0 / (wa + wb))
+@dataclass(frozen=True)
+class _Mixture:
+    """Mixture of log-normals, each floored at its own value (final = max(X, floor))."""
+
+    mu: np.ndarray
+    sd: np.ndarray
+    w: np.ndarray
+    floor: np.ndarray
+
+    def cdf_below(self, x: float) -> float:
+        """P(final < x)."""
+        if x <= 0:
+            return 0.0
+        z = (math.log(x) - self.mu) / self.sd
+        p = np.where(x <= self.floor, 0.0, ndtr(z))
+        return float((self.w * p).sum())
+
+    def quantiles(self, qs: Sequence[float]) -> list[float]:
+        lo = float(np.min(np.maximum(np.exp(self.mu - 5 * self.sd), self.floor)))
+        hi = float(np.max(np.maximum(np.exp(self.mu + 5 * self.sd), self.floor))) + 1.0
+        grid = np.exp(np.linspace(math.log(max(lo, 1.0)), math.log(max(hi, 2.0)), 160))
+        z = (np.log(grid)[:, None] - self.mu[None, :]) / self.sd[None, :]
+        cdf = (np.where(grid[:, None] <= self.floor[None, :], 0.0, ndtr(z)) * self.w[None, :]).sum(axis=1)
+        cdf = np.maximum.accumulate(cdf)
+        return [float(np.interp(q, cdf, grid)) for q in qs]

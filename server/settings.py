@@ -6,7 +6,10 @@ Environment variables win over the YAML file (``TURNOUT_CONFIG`` names the file 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -58,7 +61,19 @@ class Settings(BaseSettings):
     mqtt_tls_ca: Path | None = None
     mqtt_tls_cert: Path | None = None
     mqtt_tls_key: Path | None = None
-    mqtt_client_id: str | None = Field(None, description="Default: turnout-server-<random>.")
+    mqtt_client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="MQTT client id of the server's persistent session. Default: turnout-server-<host>-<hash of "
+        "database, venues and shared group>, the same after every restart (see `mqtt_session_id`).",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400,
+        ge=86400,
+        le=0xFFFFFFFF,
+        description="How long the broker keeps the server's session and queued messages while it is away (MQTT 5).",
+    )
     mqtt_shared_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="MQTT v5 shared subscription group."
     )
@@ -69,14 +84,26 @@ class Settings(BaseSettings):
     evaluate: bool = Field(True, description="Run forecast, decision and alerts in this process.")
     tick_s: float = Field(1.0, gt=0, le=60, description="How often forecasts/decisions/alerts are evaluated.")
     arrival_curve: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_ARRIVAL_CURVE))
-    arrival_curve_spread: float = Field(
-        0.5, ge=0, le=0.95, description="Relative uncertainty of the curve's share, scaled by (1 - share)."
-    )
     expected_show_up: float = Field(0.6, gt=0, le=1, description="Share of plausible registrations who come.")
     show_up_spread: float = Field(0.5, ge=0, lt=1, description="Relative uncertainty of the show-up prior.")
-    min_share_for_decision: float = Field(0.4, ge=0, le=1, description="No decision before this share is in.")
-    decision_margin: float = Field(0.03, ge=0, le=0.5, description="Hysteresis margin, share of capacity.")
+    registrations_prior_weight: float = Field(
+        0.8, ge=0, le=1, description="Probability that honest-looking registrations inform the final (before arrivals)."
+    )
+    forecast_fit_sigma: float = Field(
+        0.10, gt=0, le=1, description="Log-residual allowed per fitted series point (how far crowds stray from curves)."
+    )
+    forecast_future_sigma: float = Field(
+        0.30, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
+    )
+    cancel_max_risk: float = Field(
+        0.02, gt=0, lt=0.5, description="Cancel the overflow only when P(final >= target) is at most this."
+    )
+    needed_min_probability: float = Field(
+        0.8, gt=0.5, lt=1, description="Overflow needed when P(final >= target) is at least this."
+    )
+    min_fitted_points: int = Field(3, ge=1, le=100, description="No decision on fewer series points (10 min apart).")
     decision_hold_s: float = Field(300.0, ge=0, description="A new decision must hold this long (event time).")
+    config_watch: bool = Field(True, description="Reload venues/events changed in the database by other processes.")
     min_live_coverage: float = Field(
         0.9, ge=0, le=1, description="No new decision while live (non-stale) sections hold less of the seats."
     )
@@ -132,6 +159,28 @@ class Settings(BaseSettings):
     def mqtt_port(self) -> int:
         u = urlparse(self.mqtt_url)
         return u.port or (8883 if u.scheme in ("mqtts", "ssl") else 1883)
+
+    @property
+    def mqtt_session_id(self) -> str:
+        """The client id the server connects with: `mqtt_client_id`, or one derived from this installation.
+
+        Derived from the host name and a hash of the database, schema, venues and shared group: stable across
+        restarts (the broker keeps the session and its queued messages), different for two servers with
+        different databases or venue sets. Several processes on one host sharing a database and a shared
+        group need their own `mqtt_client_id` each.
+        """
+        if self.mqtt_client_id:
+            return self.mqtt_client_id
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
+        key = "|".join(
+            [
+                self.database_url,
+                self.database_schema or "",
+                ",".join(sorted(self.mqtt_venues)) if self.mqtt_venues is not None else "*",
+                self.mqtt_shared_group or "",
+            ]
+        )
+        return f"turnout-server-{host}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
     @property
     def mqtt_tls(self) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
@@ -50,6 +50,11 @@ class SectionIn(_Strict):
     name: str = Field("", max_length=200)
     seats: StrictInt = Field(ge=0, le=1_000_000)
     cameras: list[Id] = Field(min_length=1, description="Cameras that see it; the first one owns it.")
+    kind: Literal["seats", "standing", "queue"] = Field(
+        "seats",
+        description="seats/standing: inside, counted in attendance (`seats` is the standing capacity); "
+        "queue: people outside about to come in (concourse, plaza, security lines).",
+    )
 
     @field_validator("cameras")
     @classmethod
@@ -154,7 +159,7 @@ def save_venue(session: Session, v: VenueIn) -> Venue:
         else:
             cam.name = c.name
     for s in v.sections:
-        session.add(Section(venue_id=v.id, id=s.id, name=s.name or s.id, seats=s.seats, cameras=s.cameras))
+        session.add(Section(venue_id=v.id, id=s.id, name=s.name or s.id, seats=s.seats, cameras=s.cameras, kind=s.kind))
     return row
 
 

@@ -68,6 +68,8 @@ class Section(Base):
     name: Mapped[str] = mapped_column(String(200))
     seats: Mapped[int] = mapped_column(Integer)
     cameras: Mapped[list[str]] = mapped_column(default=list)
+    kind: Mapped[str] = mapped_column(String(16), default="seats", server_default="seats")
+    """``seats`` | ``standing`` (inside: counted in attendance) | ``queue`` (outside: people about to come in)."""
 
 
 class Camera(Base):
@@ -172,6 +174,9 @@ class EventSample(Base):
     forecast_low: Mapped[float | None] = mapped_column(Float)
     forecast_high: Mapped[float | None] = mapped_column(Float)
     decision: Mapped[str | None] = mapped_column(String(32))
+    queue: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    coverage: Mapped[float | None] = mapped_column(Float, default=None)
+    p_reach_target: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class Decision(Base):
@@ -185,6 +190,7 @@ class Decision(Base):
     override_by: Mapped[str | None] = mapped_column(String(64), default=None)
     candidate: Mapped[str | None] = mapped_column(String(32), default=None)
     candidate_since: Mapped[datetime | None] = mapped_column(default=None)
+    reversed_from: Mapped[str | None] = mapped_column(String(32), default=None)
     figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 

@@ -209,4 +209,4 @@ def test_listen_yields_a_snapshot_after_each_change(fuzz_hub: LiveHub) -> None:
     s01 = next(s for s in second["sections"] if s["id"] == "s01")
     assert s01["occupied"] == 77 and s01["camera"] == "cam1"
     assert second["event_id"] == first["event_id"] == "ev"
-    assert not hub._waiters, "the listener is removed when the stream closes"
+    assert hub.broadcast.listeners == 0, "the listener is removed when the stream closes"

@@ -65,6 +65,9 @@ def server_env(db_target: DbTarget, own_broker: Broker, venue_id: str, tmp_path:
         "TURNOUT_MQTT_VENUES": json.dumps([venue_id]),
         "TURNOUT_MQTT_CLIENT_ID": f"server-{venue_id}",
         "TURNOUT_DECISION_HOLD_S": "0",
+        # this test is about what survives a kill, not about the forecast: decide on one reading
+        "TURNOUT_MIN_FITTED_POINTS": "1",
+        "TURNOUT_CANCEL_MAX_RISK": "0.45",
         "TURNOUT_TICK_S": "0.2",
         "TURNOUT_FLUSH_INTERVAL_S": "0.2",
         "TURNOUT_STALE_AFTER_S": "600",

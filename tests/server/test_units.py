@@ -1,18 +1,16 @@
-"""Settings, venue files, forecast and decision rules."""
+"""Settings and venue files (forecast and decision: test_forecast.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from server.db.models import Venue
 from server.db.session import Database
-from server.decision import DecisionMemory, DecisionRules, DecisionState, step
-from server.forecast import curve_share, forecast_final
 from server.migrations import upgrade
-from server.settings import DEFAULT_ARRIVAL_CURVE, SettingsError, load_settings
+from server.settings import SettingsError, load_settings
 from server.venues import VenueFileError, load_file, venue_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,77 +60,3 @@ def test_venue_file_errors_name_the_field(tmp_path: Path) -> None:
     )
     with db.session() as s, pytest.raises(VenueFileError, match=r"doors_open.*time zone"):
         load_file(s, bad)
-
-
-def _forecast(attendance: int, minutes: float, registrations: float | None = None):
-    return forecast_final(
-        attendance=attendance,
-        now=START + timedelta(minutes=minutes),
-        start=START,
-        curve=DEFAULT_ARRIVAL_CURVE,
-        spread=0.5,
-        registrations=registrations,
-        show_up=0.6,
-        show_up_spread=0.5,
-    )
-
-
-def test_forecast_follows_the_curve_and_narrows_to_the_start() -> None:
-    share = curve_share(DEFAULT_ARRIVAL_CURVE, -60)
-    fc = _forecast(4000, -60)
-    assert fc is not None and fc.value == pytest.approx(4000 / share)
-    assert fc.low < fc.value < fc.high
-    earlier, later = _forecast(1000, -150), _forecast(5000, -20)
-    assert (earlier.high - earlier.low) / earlier.value > (later.high - later.low) / later.value
-    at_start = _forecast(6200, 0)
-    assert at_start.value == at_start.low == at_start.high == 6200
-    assert _forecast(0, -300) is None
-
-
-def test_inflated_registrations_do_not_drag_the_forecast() -> None:
-    plain = _forecast(4000, -60)
-    inflated = _forecast(4000, -60, registrations=400_000)
-    assert inflated.prior_conflict and inflated.value == pytest.approx(plain.value)
-    consistent = _forecast(4000, -60, registrations=9000)  # prior 5,400: inside the curve's band
-    assert consistent.method == "blended" and not consistent.prior_conflict
-    assert min(plain.value, 5400) <= consistent.value <= max(plain.value, 5400)
-    assert (consistent.high - consistent.low) < (plain.high - plain.low)
-
-
-def _rules(hold_s: float = 300) -> DecisionRules:
-    return DecisionRules(
-        capacity=19000,
-        threshold=0.9,
-        doors_open=START - timedelta(hours=4),
-        deadline=START - timedelta(minutes=30),
-        margin=0.03,
-        hold_s=hold_s,
-        min_share=0.4,
-    )
-
-
-def test_decision_needs_to_hold_and_freezes_at_the_deadline() -> None:
-    mem = DecisionMemory(DecisionState.undecided, START - timedelta(hours=4))
-    low = _forecast(3000, -90)
-    t = START - timedelta(minutes=90)
-    mem = step(mem, low, _rules(), t)
-    assert mem.state == DecisionState.undecided and mem.candidate == DecisionState.cancel_overflow
-    mem = step(mem, low, _rules(), t + timedelta(seconds=299))
-    assert mem.state == DecisionState.undecided
-    mem = step(mem, low, _rules(), t + timedelta(seconds=300))
-    assert mem.state == DecisionState.cancel_overflow
-    # an unclear forecast afterwards does not bring back "undecided"
-    unclear = _forecast(int(0.9 * 19000 * 0.5), -90)
-    mem = step(mem, unclear, _rules(), t + timedelta(seconds=400))
-    assert mem.state == DecisionState.cancel_overflow
-    # after the deadline the state is frozen even if the crowd surges
-    full = _forecast(18000, -25)
-    frozen = step(mem, full, _rules(), START - timedelta(minutes=25))
-    assert frozen.frozen and frozen.state == DecisionState.cancel_overflow
-    assert step(frozen, full, _rules(hold_s=0), START - timedelta(minutes=20)).state == DecisionState.cancel_overflow
-
-
-def test_no_decision_before_enough_of_the_crowd_is_usually_in() -> None:
-    mem = DecisionMemory(DecisionState.undecided, START - timedelta(hours=4))
-    early = _forecast(50, -200)
-    assert step(mem, early, _rules(hold_s=0), START - timedelta(minutes=200)).state == DecisionState.undecided
