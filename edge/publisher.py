@@ -272,9 +272,14 @@ class Publisher:
         return self.spool.next_seq()
 
     def publish_occupancy(self, msg: Occupancy) -> None:
-        """Commit the message to the on-disk queue; the sender thread delivers it (in order, QoS 1)."""
+        """Commit the message to the on-disk queue; the sender thread delivers it (in order, QoS 1).
+
+        A message without ``stream`` gets this camera's stream (`Spool.stream`).
+        """
         if msg.camera != self.camera or msg.venue != self.venue:
             raise ValueError(f"message for {msg.venue}/{msg.camera} given to publisher of {self.venue}/{self.camera}")
+        if msg.stream is None:  # the spool file's stream: a new state file starts a new one (docs/mqtt.md)
+            msg = msg.model_copy(update={"stream": self.spool.stream})
         if not self.spool.put(self.occupancy_topic, msg.to_json(), msg.seq):
             log.warning("%s: store-and-forward queue full, dropped seq %d", self.camera, msg.seq)
         self._wake.set()

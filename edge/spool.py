@@ -3,7 +3,10 @@
 One SQLite file per camera (``{state_dir}/{venue}-{camera}.sqlite``, WAL mode, ``synchronous=FULL``) holds:
 
 * ``queue``: messages not yet acknowledged by the broker (QoS 1 PUBACK), in the order they were put;
-* ``meta``: the last ``seq`` handed out and the number of messages dropped by the bound.
+* ``meta``: the last ``seq`` handed out, the number of messages dropped by the bound, and ``stream``: a random
+  63-bit number made when the file is created, sent as the message's ``stream`` (16 hex digits). A new file
+  (a wiped state folder, a reset device) is a new stream, which the server accepts whatever its ``seq``
+  (server/sequence.py); within one file ``seq`` only goes up.
 
 Every write is a committed transaction before the call returns, so a ``kill -9`` (or a power cut) loses
 neither a queued message nor a ``seq`` already used. A fresh file starts ``seq`` at the current Unix time in
@@ -17,6 +20,7 @@ Overflow (``max_messages`` reached): ``drop_oldest`` deletes the oldest queued m
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -25,6 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 log = logging.getLogger(__name__)
+
+SEQ_START_MAX = 2**52
+"""A new file starts ``seq`` at the clock in milliseconds, but never above this (contract: seq < 2**53)."""
 
 Overflow = Literal["drop_oldest", "drop_newest"]
 
@@ -71,17 +78,22 @@ class Spool:
             with self._tx():
                 fresh = self._db.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('seq', ?), ('dropped', 0)",
-                    (int(time.time() * 1000),),
+                    (min(int(time.time() * 1000), SEQ_START_MAX),),
                 ).rowcount
+                # files from before streams get theirs now: the server sees a new stream once, and accepts it
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('stream', ?)", (secrets.randbits(63),)
+                )
             if fresh:
-                # seq restarts from the clock: a device whose clock is behind (no RTC, before NTP sync) would
-                # send numbers the server has already seen and have them dropped as duplicates
+                # seq restarts from the clock in a new stream: the server accepts it even if the clock is behind
+                # (no RTC, before NTP sync); older servers without streams would drop it as already seen
                 log.warning(
-                    "new store-and-forward queue %s: seq starts at the clock (%s UTC); check the clock is right",
+                    "new store-and-forward queue %s: new stream, seq starts at the clock (%s UTC); check the clock",
                     self.path,
                     time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                 )
             self._count = self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+            self.stream = f"{self._meta('stream'):016x}"
         except sqlite3.Error as exc:
             raise OSError(f"cannot open store-and-forward queue {self.path}: {exc}") from exc
 

@@ -4,6 +4,13 @@
 ``subscribe(filter, callback)`` (callback(topic, payload_bytes)) for other parts of the server
 (calibration snapshots and layout results). Occupancy uses an MQTT v5 shared subscription
 (``$share/<group>/...``) when ``mqtt_shared_group`` is set, so several processes split the load.
+
+Delivery: the server always holds a persistent session (client id `Settings.mqtt_session_id`, stable across
+restarts; MQTT 5 clean start off with a session expiry of ``mqtt_session_expiry_s``, MQTT 3.1.1 clean
+session off) and subscribes with QoS 1, so occupancy the broker acknowledged to an edge while the server was
+away or restarting is queued by the broker and delivered when it is back (docs/mqtt.md, "Delivery").
+Retained occupancy is never applied (occupancy is never retained by an edge; a retained copy would be
+re-applied after every restart): it is counted as ``retained_occupancy``.
 """
 
 from __future__ import annotations
@@ -13,18 +20,21 @@ import ssl
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from server.live import LiveHub
 from server.settings import Settings
 from turnout.contract import OCCUPANCY_FILTER, PREFIX, QOS, STATUS_FILTER
 
+if TYPE_CHECKING:  # the bridge only needs handle(), set_link() and counters
+    from server.live import LiveHub
+
 log = logging.getLogger(__name__)
+_SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 MessageCallback = Callable[[str, bytes], None]
 
 
@@ -37,17 +47,26 @@ class MqttBridge:
         self.connected = threading.Event()
         self._extra: list[tuple[str, MessageCallback]] = []
         self._lock = threading.Lock()
-        persistent = settings.mqtt_client_id is not None
-        self.client_id = settings.mqtt_client_id or f"turnout-server-{uuid.uuid4().hex[:8]}"
+        # Several processes of one shared group need one stable id each (a derived one would be the same for
+        # all of them on one host); without it they fall back to plain sessions, so that no orphaned session
+        # keeps a share of the group's messages after a restart.
+        self.persistent = settings.mqtt_client_id is not None or settings.mqtt_shared_group is None
+        if self.persistent:
+            self.client_id = settings.mqtt_session_id
+        else:
+            self.client_id = f"turnout-server-{uuid.uuid4().hex[:8]}"
+            log.warning(
+                "mqtt_shared_group without mqtt_client_id: no persistent MQTT session (messages sent while this "
+                "process is away go to the other members only); set TURNOUT_MQTT_CLIENT_ID per process"
+            )
         self._v311 = settings.mqtt_protocol == "3.1.1"  # e.g. the demo's embedded amqtt broker
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv311 if self._v311 else mqtt.MQTTv5,
             reconnect_on_failure=True,
-            **({"clean_session": not persistent} if self._v311 else {}),
+            **({"clean_session": not self.persistent} if self._v311 else {}),
         )
-        self._clean_start = not persistent
         if settings.mqtt_username:
             pw = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
             self.client.username_pw_set(settings.mqtt_username, pw)
@@ -74,12 +93,12 @@ class MqttBridge:
             self.client.loop_start()
             return
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0 if self._clean_start else 3600
+        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s if self.persistent else 0
         self.client.connect_async(
             self.settings.mqtt_host,
             self.settings.mqtt_port,
             keepalive=30,
-            clean_start=self._clean_start,
+            clean_start=not self.persistent,
             properties=props,
         )
         self.client.loop_start()
@@ -133,11 +152,21 @@ class MqttBridge:
         if self.hub is not None:
             self.hub.set_link(False)
         if reason.is_failure:
+            if getattr(reason, "value", None) == _SESSION_TAKEN_OVER:
+                log.error(
+                    "MQTT session %s taken over by another connection with the same client id: give each server "
+                    "process its own TURNOUT_MQTT_CLIENT_ID (and, with deploy/mosquitto, its own broker user)",
+                    self.client_id,
+                )
             log.warning("MQTT disconnected (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         try:
+            if self.hub is not None and msg.retain and topic.endswith("/occupancy"):
+                # occupancy is never retained: a retained copy would be applied again after every restart
+                self.hub.counters["retained_occupancy"] += 1
+                return
             if self.hub is not None and (topic.endswith("/occupancy") or topic.endswith("/status")):
                 self.hub.handle(topic, msg.payload)
                 return

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 VERSION = 1
 PREFIX = f"turnout/v{VERSION}"
@@ -40,14 +40,39 @@ QOS = 1
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="Identifier: letters, digits, '_' or '-'.")]
 _ID_RE = re.compile(ID_PATTERN)
 
+SEQ_LIMIT = 2**53
+"""``seq`` is below this (exact in a JSON double, fits a signed 64-bit column with room to spare)."""
+
+RESERVED_CAMERA_IDS = frozenset({"alerts", "cmd", "layout", "occupancy", "result", "snapshot", "status"})
+"""Topic segments that are never camera ids: ``turnout/v1/{venue}/alerts/...`` is the venue's alert space, and
+a camera (broker user ``{venue}/{camera}``) named after a topic segment could write where others read."""
+
+
+def _not_reserved(camera: str) -> str:
+    if camera in RESERVED_CAMERA_IDS:
+        raise ValueError(f"camera id {camera!r} is reserved (topic segment); reserved: {sorted(RESERVED_CAMERA_IDS)}")
+    return camera
+
+
+CameraId = Annotated[
+    str,
+    Field(
+        pattern=ID_PATTERN,
+        description="Camera identifier: letters, digits, '_' or '-', not a reserved topic segment.",
+        json_schema_extra={"not": {"enum": sorted(RESERVED_CAMERA_IDS)}},
+    ),
+    AfterValidator(_not_reserved),
+]
+StreamId = Annotated[str, Field(pattern=ID_PATTERN, description="Stream identity (see `Occupancy.stream`).")]
+
 
 # --------------------------------------------------------------------------------------------- topics
 def occupancy_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/occupancy"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/occupancy"
 
 
 def status_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/status"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/status"
 
 
 def alert_topic(venue: str, kind: str) -> str:
@@ -55,19 +80,19 @@ def alert_topic(venue: str, kind: str) -> str:
 
 
 def snapshot_request_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/cmd/snapshot"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/cmd/snapshot"
 
 
 def snapshot_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/snapshot"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/snapshot"
 
 
 def layout_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/layout"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/layout"
 
 
 def layout_result_topic(venue: str, camera: str) -> str:
-    return f"{PREFIX}/{_check_id(venue)}/{_check_id(camera)}/layout/result"
+    return f"{PREFIX}/{_check_id(venue)}/{_check_camera(camera)}/layout/result"
 
 
 # Subscription filters for the server.
@@ -86,6 +111,8 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     m = _TOPIC_RE.match(topic)
     if not m:
         raise ValueError(f"not a Turnout v1 camera topic: {topic!r}")
+    if m["camera"] in RESERVED_CAMERA_IDS:
+        raise ValueError(f"not a Turnout v1 camera topic (reserved camera id {m['camera']!r}): {topic!r}")
     return m["venue"], m["camera"], m["kind"]
 
 
@@ -93,6 +120,10 @@ def _check_id(value: str) -> str:
     if not _ID_RE.match(value):
         raise ValueError(f"invalid id {value!r}: use 1-64 letters, digits, '_' or '-'")
     return value
+
+
+def _check_camera(value: str) -> str:
+    return _not_reserved(_check_id(value))
 
 
 # ------------------------------------------------------------------------------------------- payloads
@@ -137,8 +168,12 @@ class Occupancy(_Payload):
 
     v: Literal[1] = 1
     venue: Id
-    camera: Id
-    seq: int = Field(ge=0, description="Strictly increasing per camera, survives edge restarts.")
+    camera: CameraId
+    seq: int = Field(ge=0, lt=SEQ_LIMIT, description="Strictly increasing within a stream, below 2^53; see `stream`.")
+    stream: StreamId | None = Field(
+        default=None,
+        description="Identity of the seq counter (one per edge state file): a new stream restarts the seq order.",
+    )
     ts: datetime = Field(description="Time of the analysed frame, UTC, ISO 8601.")
     sections: list[SectionCount] = Field(max_length=1000)
     model: str = Field(max_length=128, description="Detector model name.")
