@@ -82,8 +82,11 @@ def check_written(path: Path, output: str, detector: Detector, count: int, frame
 
 
 def test_calibrate_writes_a_measured_calibration(classroom_config: Path, detector: Detector) -> None:
-    """On the tuned setting: detect is kept, and the measured bias/spread is added; nothing else changes."""
+    """On the tuned setting: detect is kept, and the measured bias/spread replace the file's calibration block
+    (deploy/edge-classroom.yaml ships one measured on 20 frames); nothing else changes."""
     original = classroom_config.read_text()
+    head = original[: original.index("    calibration:")]
+    assert "frames: 20" in original[len(head) :]
     before_cfg = load_config(classroom_config).camera("classroom")
     result = run_turnout("edge", "calibrate", "--config", str(classroom_config), "--camera", "classroom",
                          "--count", "14", "--frames", "5", timeout=240)  # fmt: skip
@@ -93,8 +96,8 @@ def test_calibrate_writes_a_measured_calibration(classroom_config: Path, detecto
     assert camera.detect == before_cfg.detect and "detect unchanged" in result.stdout
     assert 0.9 < camera.calibration.bias < 1.1  # measured: 1.0143 (counts 14, 13, 15, 14, 15)
     text = classroom_config.read_text()
-    # comments survive, and the only change is the calibration block appended to the camera
-    assert text.startswith(original) and "    calibration:" in text[len(original) :]
+    # comments survive, and the only change is the camera's calibration block
+    assert text.startswith(head) and text.count("calibration:") == 1 and "frames: 5" in text[len(head) :]
     # calibrating again replaces the block instead of adding a second one
     _write_camera(classroom_config, "classroom", detect=None, calibration={"bias": 0.8, "spread": 0.1, "frames": 9})
     assert classroom_config.read_text().count("calibration:") == 1
