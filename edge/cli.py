@@ -145,6 +145,13 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
             f"{len(cam.sections)} sections / {seats} seats, mode {cam.detect.mode}, "
             f"{people} people in sections on the first frame ({detector.last_timing.get('inference', 0):.0f} ms)"
         )
+        cal = cam.calibration
+        typer.echo(
+            f"         calibration: bias {cal.bias:g} spread {cal.spread:g} over {cal.frames} frame(s)"
+            + (f", measured {cal.at:%Y-%m-%d}" if cal.at else "")
+            if cal
+            else "         calibration: none (the server assumes +-25 %; run `turnout edge calibrate`)"
+        )
     from edge.config import ConfigError
     from edge.publisher import BrokerUnreachable, check_reachable
 
