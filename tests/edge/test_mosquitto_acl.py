@@ -24,7 +24,8 @@ from turnout import contract
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 SERVER = ("turnout-server", "server-pw")
-ORGANIZER = ("organizer-ann", "organizer-pw")
+ORGANIZER = ("organizer-ann", "organizer-pw")  # organizer of the test venue
+OTHER_ORGANIZER = ("organizer-bob", "organizer-bob-pw")  # organizer of another venue only
 
 
 @dataclass
@@ -33,6 +34,10 @@ class SecureBroker:
     ca: Path
     venue: str
     workdir: Path
+
+    @property
+    def other_venue(self) -> str:
+        return f"{self.venue}-other"
 
     def user(self, camera: str) -> tuple[str, str]:
         return f"{self.venue}/{camera}", f"pw-{camera}"
@@ -68,10 +73,14 @@ def secure_broker(tmp_path: Path, venue_id: str) -> Iterator[SecureBroker]:
     etc = tmp_path / "etc"
     etc.mkdir()
     _make_certs(etc)
-    shutil.copy(DEPLOY / "acl", etc / "acl")
-    passwd = etc / "passwd"
     broker = SecureBroker(free_port(), etc / "ca.crt", venue_id, tmp_path)
-    users = [SERVER, ORGANIZER, broker.user("cam-a"), broker.user("cam-b")]
+    # organizers are added as README.md says: one block per organizer, one line per venue
+    acl = (DEPLOY / "acl").read_text()
+    acl += f"\nuser {ORGANIZER[0]}\ntopic read turnout/v1/{broker.venue}/alerts/+\n"
+    acl += f"\nuser {OTHER_ORGANIZER[0]}\ntopic read turnout/v1/{broker.other_venue}/alerts/+\n"
+    (etc / "acl").write_text(acl)
+    passwd = etc / "passwd"
+    users = [SERVER, ORGANIZER, OTHER_ORGANIZER, broker.user("cam-a"), broker.user("cam-b"), broker.user("alerts")]
     for i, (user, password) in enumerate(users):
         flags = ["-c"] if i == 0 else []
         subprocess.run(["mosquitto_passwd", *flags, "-b", str(passwd), user, password], check=True)
@@ -94,7 +103,9 @@ def secure_broker(tmp_path: Path, venue_id: str) -> Iterator[SecureBroker]:
     proc.wait(5)
 
 
-def publish_as(broker: SecureBroker, auth: tuple[str, str], topic: str, payload: bytes) -> int:
+def publish_as(
+    broker: SecureBroker, auth: tuple[str, str], topic: str, payload: bytes, retain: bool = False
+) -> int:
     """Publish one QoS 1 message over MQTT v5 as `auth`; return the PUBACK reason code."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
                          protocol=MQTTProtocolVersion.MQTTv5)  # fmt: skip
@@ -105,7 +116,7 @@ def publish_as(broker: SecureBroker, auth: tuple[str, str], topic: str, payload:
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        client.publish(topic, payload, qos=1)
+        client.publish(topic, payload, qos=1, retain=retain)
         deadline = time.monotonic() + 5
         while not codes and time.monotonic() < deadline:
             time.sleep(0.02)
