@@ -44,3 +44,8 @@ if [ -f server/dashboard/package.json ] && [ ! -d server/dashboard/static/vendor
   command -v npm >/dev/null 2>&1 || apt_install nodejs npm
   (cd server/dashboard && npm ci --silent --no-audit --no-fund && npm run --silent vendor)
 fi
+# Swagger UI and ReDoc for /docs and /redoc, the same way.
+if [ -f server/apidocs/package.json ] && [ ! -d server/apidocs/static/vendor ]; then
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  (cd server/apidocs && npm ci --silent --no-audit --no-fund && npm run --silent vendor)
+fi

@@ -131,6 +131,9 @@ def serve(
     port: int = typer.Option(8000, help="HTTP port."),
     log_level: str = typer.Option("info"),
     db_wait_s: float = typer.Option(30.0, "--db-wait-s", help="Wait this long for an unreachable database."),
+    record: Path | None = typer.Option(
+        None, "--record", help="Append live MQTT traffic to this file in the `turnout replay` format."
+    ),
 ) -> None:
     """Run the server (API, dashboard, MQTT ingest) until stopped."""
     if ctx.invoked_subcommand is not None:
@@ -141,6 +144,8 @@ def serve(
     from server.app import create_app
 
     settings = _settings(config)
+    if record is not None:
+        settings.record_file = record
     open_database(settings, db_wait_s).dispose()  # one clear line and exit code instead of a startup traceback
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

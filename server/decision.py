@@ -50,6 +50,9 @@ class DecisionRules:
     cancel_max_risk: float = 0.02
     needed_min_probability: float = 0.8
     min_fitted_points: int = 3
+    min_share_in: float = 0.2
+    """No decision while the forecast thinks less than this share of the final crowd is in (or queueing):
+    before that, the answer would come from the prior over arrival shapes, not from this crowd."""
 
     @property
     def target(self) -> float:
@@ -62,6 +65,8 @@ def propose(forecast: FinalForecast | None, rules: DecisionRules) -> DecisionSta
         return None
     if forecast.method == "registrations" or forecast.fitted_points < rules.min_fitted_points:
         return None  # never decide without enough live counts behind the forecast
+    if forecast.method != "counted" and forecast.expected_share_in < rules.min_share_in:
+        return None
     if forecast.p_reach_target <= rules.cancel_max_risk:
         return DecisionState.cancel_overflow
     if forecast.p_reach_target >= rules.needed_min_probability:

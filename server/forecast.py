@@ -30,10 +30,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.interpolate import PchipInterpolator
 from scipy.special import ndtr
 
-UNCALIBRATED_SIGMA = 0.15
-"""Log-sd of the bias of an uncalibrated camera: +-25 % is about 1.6 sigma either side."""
+UNCALIBRATED_SIGMA = math.log(1.25)
+"""Log-sd of the bias of an uncalibrated camera: +-25 % is one standard deviation (seated crowds are
+undercounted by more than that often enough that a tighter prior would cancel full houses)."""
 CALIBRATED_FLOOR = 0.03
 """Systematic error left after calibration (the event's crowd is not the calibration frames' crowd)."""
 QUEUE_FLOOR_SHARE = 0.9
@@ -58,9 +60,7 @@ class ArrivalShape:
 def logistic_shape(name: str, family: str, center: float, width: float, prior: float) -> ArrivalShape:
     """A logistic arrival curve, normalised to 0 at doors-open and 1 at the start."""
     u = np.linspace(0.0, 1.0, 81)
-    raw = 1.0 / (1.0 + np.exp(-(u - center) / width))
-    share = (raw - raw[0]) / (raw[-1] - raw[0])
-    return ArrivalShape(name, family, tuple(u.round(5)), tuple(share.round(6)), prior)
+    return ArrivalShape(name, family, tuple(u.round(5)), tuple(_logistic(u, center, width).round(6)), prior)
 
 
 FAMILIES: dict[str, tuple[float, float, float]] = {
@@ -71,6 +71,11 @@ FAMILIES: dict[str, tuple[float, float, float]] = {
     "stalling": (0.45, 0.07, 0.10),
     "walk-up": (0.95, 0.07, 0.20),
 }
+STEADY_POWERS = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
+"""``steady`` family: share = u^p (a constant arrival rate is p = 1; larger p: a rate that keeps rising)."""
+STEADY_PRIOR = 0.12
+TWO_WAVE_PRIOR = 0.18
+"""``two-wave`` family: a first wave (or a steady trickle) then a late wave; a plateau is not the end."""
 """Shipped defaults for an arena concert/rally with doors 2-4 hours before the start."""
 CENTRES = tuple(round(0.25 + 0.025 * i, 3) for i in range(31))  # 0.25 .. 1.0
 WIDTHS = tuple(round(0.04 * 1.12**i, 4) for i in range(17))  # 0.04 .. 0.24
@@ -94,9 +99,36 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
             family = max(contrib, key=lambda f: contrib[f])
             raw.append((c, w, family, sum(contrib.values()) + 0.002))
     total = sum(r[3] for r in raw)
+    grid_prior = 1.0 - STEADY_PRIOR - TWO_WAVE_PRIOR
     for c, w, family, weight in raw:
-        shapes.append(logistic_shape(f"{family}:{c:.3f}/{w:.2f}", family, c, w, weight / total))
+        shapes.append(logistic_shape(f"{family}:{c:.3f}/{w:.2f}", family, c, w, grid_prior * weight / total))
+    grid = np.linspace(0.0, 1.0, 81)
+    for p in STEADY_POWERS:
+        share = tuple((grid**p).round(6))
+        shapes.append(ArrivalShape(f"steady:{p}", "steady", tuple(grid), share, STEADY_PRIOR / len(STEADY_POWERS)))
+    first_waves = {"trickle": grid} | {
+        f"{c}/{w}": _logistic(grid, c, w) for c in (0.2, 0.3, 0.4, 0.5) for w in (0.05, 0.1)
+    }
+    mixes = [
+        (name, first, c, w, a)
+        for name, first in first_waves.items()
+        for c in (0.7, 0.8, 0.9, 0.97)
+        for w in (0.05, 0.08, 0.12)
+        for a in (0.2, 0.4, 0.6, 0.8)
+    ]
+    for name, first, c, w, a in mixes:
+        share = a * first + (1 - a) * _logistic(grid, c, w)
+        shapes.append(
+            ArrivalShape(
+                f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), TWO_WAVE_PRIOR / len(mixes)
+            )
+        )
     return tuple(shapes)
+
+
+def _logistic(u: np.ndarray, center: float, width: float) -> np.ndarray:
+    raw = 1.0 / (1.0 + np.exp(-(u - center) / width))
+    return (raw - raw[0]) / (raw[-1] - raw[0])
 
 
 def venue_shapes(curve: Sequence[tuple[float, float]], doors_min: float, prior: float) -> tuple[ArrivalShape, ...]:
@@ -115,7 +147,7 @@ def venue_shapes(curve: Sequence[tuple[float, float]], doors_min: float, prior: 
 
 
 def build_shapes(
-    curve: Sequence[tuple[float, float]], doors_min: float, venue_weight: float = 0.35,
+    curve: Sequence[tuple[float, float]], doors_min: float, venue_weight: float = 0.5,
     history: Sequence[ArrivalShape] = (),
 ) -> tuple[ArrivalShape, ...]:
     """The family used for one event: shipped grid, the venue's curve, and the venue's past events
@@ -132,16 +164,19 @@ def shape_from_minutes(
     name: str, family: str, curve: Sequence[tuple[float, float]], doors_min: float, prior: float
 ) -> ArrivalShape:
     """A curve given as ``(minutes to start, share)`` points, for an event whose doors open ``doors_min``
-    (negative) minutes before the start."""
+    (negative) minutes before the start; smooth between the points (monotone cubic, as crowds are)."""
     span = -doors_min if doors_min < 0 else 1.0
     u = np.array([1.0 + m / span for m, _ in curve])
     s = np.array([v for _, v in curve])
-    keep = u >= 0
+    keep = u > 0
     u, s = np.concatenate([[0.0], u[keep]]), np.concatenate([[0.0], s[keep]])
-    if s[-1] <= 0:
-        s = u.copy()
+    if s[-1] <= 0 or len(u) < 2:
+        u, s = np.array([0.0, 1.0]), np.array([0.0, 1.0])
     s = np.maximum.accumulate(s) / max(s[-1], 1e-9)
-    return ArrivalShape(name, family, tuple(u), tuple(s), prior)
+    grid = np.linspace(0.0, 1.0, 161)
+    smooth = PchipInterpolator(u, s)(np.clip(grid, u[0], u[-1])) if len(u) >= 3 else np.interp(grid, u, s)
+    smooth = np.maximum.accumulate(np.clip(smooth, 0.0, 1.0))
+    return ArrivalShape(name, family, tuple(grid), tuple(smooth / smooth[-1]), prior)
 
 
 def shape_from_series(
@@ -154,6 +189,29 @@ def shape_from_series(
     u = np.array([0.0] + [p[0] for p in pts])
     a = np.maximum.accumulate(np.array([0.0] + [p[1] for p in pts]))
     return ArrivalShape(name, "history", tuple(u), tuple(a / a[-1]), prior)
+
+
+class ShapeBank:
+    """A family of shapes sampled on one uniform grid, so all of them are evaluated in one numpy call."""
+
+    GRID = 400
+
+    def __init__(self, shapes: Sequence[ArrivalShape]) -> None:
+        self.shapes = tuple(shapes)
+        grid = np.linspace(0.0, 1.0, self.GRID + 1)
+        self.matrix = np.array([sh.at(grid) for sh in self.shapes])  # (K, GRID + 1)
+        self.log_prior = np.log(np.maximum([sh.prior for sh in self.shapes], 1e-12))
+        self.families = np.array([sh.family for sh in self.shapes])
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def at(self, u: np.ndarray | float) -> np.ndarray:
+        """Shares of every shape at ``u`` (array): shape (K, len(u)); before doors 0, after the start 1."""
+        x = np.clip(np.atleast_1d(np.asarray(u, dtype=float)), 0.0, 1.0) * self.GRID
+        i = np.minimum(x.astype(int), self.GRID - 1)
+        frac = x - i
+        return self.matrix[:, i] * (1.0 - frac) + self.matrix[:, i + 1] * frac
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -252,7 +310,7 @@ def forecast_final(
     capacity: int,
     target: float | None,
     count_error: CountError,
-    shapes: Sequence[ArrivalShape],
+    shapes: ShapeBank | Sequence[ArrivalShape],
     registrations: Registrations | None,
     params: ForecastParams = ForecastParams(),
     minutes_per_u: float = 240.0,
@@ -289,30 +347,42 @@ def forecast_final(
     elif len(pts) == 0:
         if prior_mu is None or prior_sd is None:
             return None
-        comp_mu, comp_sd, comp_w = np.array([prior_mu]), np.array([prior_sd]), np.array([1.0])
-        share_in, fams, post_prior, method = 0.0, {}, 1.0, "registrations"
+        # the prior as far as it is trusted, and "anything from 1 % to 3x the capacity" for the rest
+        vague_mu, vague_sd = math.log(capacity * 0.55), math.log(300.0) / 3.3
+        comp_mu, comp_sd = np.array([prior_mu, vague_mu]), np.array([prior_sd, vague_sd])
+        comp_w = np.array([max(w_prior, 1e-6), 1.0 - w_prior])
+        comp_w = comp_w / comp_w.sum()
+        share_in, fams, post_prior, method = 0.0, {}, w_prior, "registrations"
         reasons.append("no arrivals counted yet: registrations only")
     else:
         u = np.array([p[0] for p in pts])
-        y = np.log(np.array([p[1] for p in pts]))
-        s_mat = np.clip(np.array([sh.at(u) for sh in shapes]), 1e-4, 1.0)  # (K, n)
+        counts = np.array([p[1] for p in pts])
+        y = np.log(counts)
+        # small early counts say little about the final: weight points by their size next to the latest
+        pw = np.minimum(1.0, counts / (0.25 * counts[-1]))
+        n_eff = float(pw.sum())
+        bank = shapes if isinstance(shapes, ShapeBank) else ShapeBank(shapes)
+        s_mat = np.clip(bank.at(u), 1e-4, 1.0)  # (K, n)
         resid = y[None, :] - np.log(s_mat)
-        beta = resid.mean(axis=1)  # log of the raw final under each shape
-        rss = ((resid - beta[:, None]) ** 2).sum(axis=1)
-        s_now = np.clip(np.array([sh.at(u_now) for sh in shapes]), 1e-4, 1.0)
-        logw = np.log([max(sh.prior, 1e-12) for sh in shapes]) - rss / (2 * params.fit_sigma**2)
+        beta = (resid * pw).sum(axis=1) / n_eff  # log of the raw final under each shape
+        rss = (((resid - beta[:, None]) ** 2) * pw).sum(axis=1)
+        s_now = np.clip(bank.at(u_now)[:, 0], 1e-4, 1.0)
+        # when even the best shape fits badly, no shape deserves confidence: widen by the misfit
+        sigma = max(params.fit_sigma, math.sqrt(float(rss.min()) / max(n_eff - 2.0, 1.0)))
+        logw = bank.log_prior - rss / (2 * sigma**2)
         # a shape that says most of the crowd should already be in must also explain today's count
         keep = logw > logw.max() - 9.0  # shapes 8,000x less likely than the best add nothing
-        shapes_k = [sh for sh, k in zip(shapes, keep, strict=True) if k]
+        families = bank.families[keep]
         beta, s_now, logw = beta[keep], s_now[keep], logw[keep]
         w_shape = np.exp(logw - logw.max())
         w_shape /= w_shape.sum()
-        sd_kj = np.sqrt(params.fit_sigma**2 / len(pts) + (params.future_sigma * (1.0 - s_now)) ** 2 + bias_sd**2)
+        # doubt about the crowd still to come: the share the shape says is missing, and never less than
+        # half the time still left (a shape that says "all in" an hour early may be wrong)
+        to_come = np.maximum(1.0 - s_now, 0.5 * max(0.0, 1.0 - u_now))
+        sd_kj = np.sqrt(sigma**2 / n_eff + (params.future_sigma * to_come) ** 2 + bias_sd**2)
         mu_kj, w_kj = beta + log_factor, w_shape
         share_in = float((w_shape * s_now).sum())
-        fams = {}
-        for sh, w in zip(shapes_k, w_shape, strict=True):
-            fams[sh.family] = fams.get(sh.family, 0.0) + float(w)
+        fams = {str(f): float(w_shape[families == f].sum()) for f in np.unique(families)}
         method = "arrivals"
         post_prior = 0.0
         if prior_mu is not None and prior_sd is not None and w_prior > 0:

@@ -102,7 +102,13 @@ class Settings(BaseSettings):
         0.8, gt=0.5, lt=1, description="Overflow needed when P(final >= target) is at least this."
     )
     min_fitted_points: int = Field(3, ge=1, le=100, description="No decision on fewer series points (10 min apart).")
+    min_share_in_for_decision: float = Field(
+        0.2, ge=0, le=1, description="No decision while the forecast thinks less of the final crowd is in."
+    )
     decision_hold_s: float = Field(300.0, ge=0, description="A new decision must hold this long (event time).")
+    record_file: Path | None = Field(
+        None, description="Append every ingested MQTT message here (`turnout replay` format), for post-event review."
+    )
     config_watch: bool = Field(True, description="Reload venues/events changed in the database by other processes.")
     min_live_coverage: float = Field(
         0.9, ge=0, le=1, description="No new decision while live (non-stale) sections hold less of the seats."

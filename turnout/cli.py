@@ -10,6 +10,7 @@ import typer
 from edge.cli import app as edge_app
 from models.cli import app as models_app
 from server.cli import register as register_server
+from server.replay_cli import register as register_replay
 
 app = typer.Typer(
     name="turnout",
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(edge_app, name="edge", help="Run, check and calibrate an edge device.")
 app.add_typer(models_app, name="models", help="Fetch and export detection models.")
 register_server(app)
+register_replay(app)
 
 
 @app.command()

@@ -14,11 +14,11 @@ from server.alerts import alert_id
 from server.decision import DecisionMemory, DecisionRules, DecisionState, step
 from server.forecast import (
     CALIBRATED_FLOOR,
-    ArrivalShape,
     CountError,
     FinalForecast,
     ForecastParams,
     Registrations,
+    ShapeBank,
     forecast_final,
 )
 from server.live.snapshot import INSIDE_KINDS, EventInfo, EventSnapshot
@@ -29,7 +29,7 @@ from turnout.contract import AlertKind
 class EvalRules:
     """Settings that shape the evaluation of one event."""
 
-    shapes: tuple[ArrivalShape, ...]
+    shapes: ShapeBank
     params: ForecastParams
     show_up: float
     show_up_spread: float
@@ -56,6 +56,7 @@ class AlertSpec:
 
 @dataclass(frozen=True)
 class Evaluation:
+    event_id: str
     forecast: FinalForecast | None
     decision: DecisionMemory | None
     figures: dict[str, Any]
@@ -181,11 +182,11 @@ def evaluate(snap: EventSnapshot, rules: EvalRules) -> Evaluation:
         hold = "forecast from registrations only (no one counted yet): no new decision"
     figs = figures(snap, fc, rules, hold)
     if rules.decision is None:
-        return Evaluation(fc, snap.decision, figs, ())
+        return Evaluation(snap.event.id, fc, snap.decision, figs, ())
     memory = snap.decision or DecisionMemory(DecisionState.undecided, snap.now)
     new = step(memory, None if hold else fc, rules.decision, snap.now)
     alert = decision_alert(snap.event, new, figs, deadline_passed=new.frozen and not memory.frozen)
-    return Evaluation(fc, new, figs, (alert,) if alert else ())
+    return Evaluation(snap.event.id, fc, new, figs, (alert,) if alert else ())
 
 
 def decision_alert(

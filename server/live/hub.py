@@ -31,7 +31,7 @@ from server.clock import Clock, SystemClock
 from server.db.models import EventSample
 from server.db.session import Database
 from server.decision import DecisionMemory, DecisionRules, DecisionState
-from server.forecast import ArrivalShape, ForecastParams, build_shapes, shape_from_series
+from server.forecast import ArrivalShape, ForecastParams, ShapeBank, build_shapes, shape_from_series
 from server.live import snapshot as snapshots
 from server.live import store
 from server.live.broadcast import Broadcaster
@@ -39,6 +39,7 @@ from server.live.evaluate import AlertSpec, EvalRules, Evaluation, decision_aler
 from server.live.snapshot import EventSnapshot
 from server.live.state import EventLive, LiveState, SeriesPoint, VenueLive
 from server.live.view import live_json
+from server.recording import Recorder
 from server.settings import Settings
 from turnout.contract import Occupancy
 
@@ -65,6 +66,9 @@ class LiveHub:
         self._link_up: bool | None = None  # the MQTT link; None: not managed here (camera alerts always on)
         self._link_since: datetime | None = None
         self._history_shapes: dict[str, tuple[ArrivalShape, ...]] = {}
+        self.recorder: Recorder | None = None
+        if settings.record_file is not None:
+            self.recorder = Recorder(settings.record_file, self.clock.now)
 
     # ---------------------------------------------------------------- state, for routers and tests
     @property
@@ -88,6 +92,9 @@ class LiveHub:
             return list(self.state.events)
 
     def handle(self, topic: str, raw: bytes) -> None:
+        """Ingest one MQTT message (occupancy or status); recorded first when ``record_file`` is set."""
+        if self.recorder is not None:
+            self.recorder(topic, raw)
         self.state.handle(topic, raw)
 
     def observe(self, callback: Callable[[Occupancy], None]) -> None:
@@ -155,6 +162,7 @@ class LiveHub:
                 cancel_max_risk=st.cancel_max_risk,
                 needed_min_probability=st.needed_min_probability,
                 min_fitted_points=st.min_fitted_points,
+                min_share_in=st.min_share_in_for_decision,
             )
         doors_min = (ev.doors_open - ev.start).total_seconds() / 60.0
         return EvalRules(
@@ -305,22 +313,22 @@ class LiveHub:
 
 def _shapes(
     curve: tuple[tuple[float, float], ...], doors_min: float, history: tuple[ArrivalShape, ...]
-) -> tuple[ArrivalShape, ...]:
+) -> ShapeBank:
     return _shape_cache(curve, round(doors_min, 1), history)
 
 
-_CACHE: dict[tuple[Any, ...], tuple[ArrivalShape, ...]] = {}
+_CACHE: dict[tuple[Any, ...], ShapeBank] = {}
 
 
 def _shape_cache(
     curve: tuple[tuple[float, float], ...], doors_min: float, history: tuple[ArrivalShape, ...]
-) -> tuple[ArrivalShape, ...]:
+) -> ShapeBank:
     key = (curve, doors_min, tuple(h.name for h in history))
     shapes = _CACHE.get(key)
     if shapes is None:
         if len(_CACHE) > 64:
             _CACHE.clear()
-        shapes = _CACHE[key] = build_shapes(curve, doors_min, history=history)
+        shapes = _CACHE[key] = ShapeBank(build_shapes(curve, doors_min, history=history))
     return shapes
 
 
