@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +19,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.config import MqttConfig, TlsConfig
 from edge.publisher import BrokerUnreachable, Publisher, check_reachable
+from edge.publisher import client_id as publisher_client_id
+from server.ingest import MqttBridge
+from server.settings import load_settings
 from tests.conftest import free_port, port_open
 from tests.edge.mqtt_tools import Recorder, occupancy
+from tests.server.test_delivery_broker import RecordingHub
 from turnout import contract
+from turnout.contract import Status
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 SERVER = ("turnout-server", "server-pw")
@@ -197,3 +203,135 @@ def test_server_writes_alerts_that_organizers_read_but_cannot_write(secure_broke
     time.sleep(0.3)
     assert [(m.topic, m.payload) for m in organizer.messages] == [(topic, b"from-server")]
     organizer.close()
+
+
+def connect_as(broker: SecureBroker, auth: tuple[str, str], client_id: str) -> None:
+    """Connect with `client_id` and a clean start (which would wipe that id's session), then leave."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(*auth)
+    client.tls_set(ca_certs=str(broker.ca))
+    done = threading.Event()
+    client.on_connect = lambda *_: done.set()
+    client.connect("127.0.0.1", broker.port, clean_start=True)
+    client.loop_start()
+    try:
+        assert done.wait(5), f"{auth[0]} could not connect"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_nobody_takes_over_another_clients_session(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    """Row 4: an organizer using the server's or an edge's client id neither kicks the edge nor empties the
+    server's session: the 5 messages queued for the stopped server all reach it."""
+    b = secure_broker
+    settings = load_settings(
+        None,
+        mqtt_url=f"mqtts://127.0.0.1:{b.port}",
+        mqtt_tls_ca=b.ca,
+        mqtt_username=SERVER[0],
+        mqtt_password=SERVER[1],
+        database_url=f"sqlite:///{tmp_path / 'turnout.db'}",
+    )
+    server = MqttBridge(settings, RecordingHub())
+    server.start()
+    assert server.wait_connected(10)
+    server.stop()  # away: the broker keeps its session and queues for it
+    (tmp_path / "cam-a.pass").write_text(b.user("cam-a")[1])
+    cfg = b.cfg(username="{venue}/{camera}", password_file=tmp_path / "{camera}.pass")
+    pub = Publisher(cfg, venue=b.venue, camera="cam-a", state_dir=tmp_path / "state")
+    pub.start()
+    try:
+        seqs = [pub.next_seq() for _ in range(5)]
+        for seq in seqs:
+            pub.publish_occupancy(occupancy(b.venue, "cam-a", seq))
+        deadline = time.monotonic() + 10
+        while (pub.stats.sent < 5 or not pub.connected) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.stats.sent == 5
+        kicked = threading.Event()
+        pub._client.on_disconnect = lambda *_: kicked.set()  # only for this test: any disconnect is a failure
+        for client_id in (server.client_id, SERVER[0], publisher_client_id(cfg, b.venue, "cam-a"), b.user("cam-a")[0]):
+            connect_as(b, ORGANIZER, client_id)
+        hub = RecordingHub()
+        again = MqttBridge(settings, hub)
+        again.start()
+        try:
+            deadline = time.monotonic() + 10
+            while hub.unique() < set(seqs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            again.stop()
+        assert sorted(hub.unique()) == seqs, f"{len(hub.unique())}/5 queued messages reached the server"
+        assert not kicked.is_set(), "an organizer kicked the edge off"
+        assert "offline" not in hub.statuses, "the edge's last will was published"
+    finally:
+        pub.stop(flush_s=0)
+
+
+def test_organizers_read_only_their_venues_alerts(secure_broker: SecureBroker) -> None:
+    b = secure_broker
+    ann = b.recorder("turnout/v1/#", ORGANIZER)
+    bob = b.recorder("turnout/v1/#", OTHER_ORGANIZER)
+    mine, theirs = contract.alert_topic(b.venue, "camera_stale"), contract.alert_topic(b.other_venue, "camera_stale")
+    try:
+        assert publish_as(b, SERVER, mine, b"for-ann", retain=True) < 0x80
+        assert publish_as(b, SERVER, theirs, b"for-bob", retain=True) < 0x80
+        cam_a = b.user("cam-a")
+        assert publish_as(b, cam_a, contract.occupancy_topic(b.venue, "cam-a"), b"occupancy") < 0x80
+        assert ann.wait_for(lambda r: bool(r.messages), 5) and bob.wait_for(lambda r: bool(r.messages), 5)
+        late = b.recorder("turnout/v1/#", ORGANIZER)  # and retained copies: only its venue's
+        assert late.wait_for(lambda r: bool(r.messages), 5)
+        time.sleep(0.3)  # anything else would have arrived with them
+        assert [(m.topic, m.payload) for m in ann.messages] == [(mine, b"for-ann")]
+        assert [(m.topic, m.payload) for m in bob.messages] == [(theirs, b"for-bob")]
+        assert [m.topic for m in late.messages] == [mine]
+        late.close()
+    finally:
+        ann.close()
+        bob.close()
+        publish_as(b, SERVER, mine, b"", retain=True)
+        publish_as(b, SERVER, theirs, b"", retain=True)
+
+
+def test_devices_read_only_their_own_commands(secure_broker: SecureBroker) -> None:
+    b = secure_broker
+    cam_a = b.recorder("turnout/v1/#", b.user("cam-a"))
+    try:
+        own = [contract.snapshot_request_topic(b.venue, "cam-a"), contract.layout_topic(b.venue, "cam-a")]
+        others = [
+            contract.snapshot_request_topic(b.venue, "cam-b"),
+            contract.layout_topic(b.venue, "cam-b"),
+            contract.alert_topic(b.venue, "overflow_decision"),
+            contract.status_topic(b.venue, "cam-b"),
+        ]
+        for topic in [*others, *own]:
+            assert publish_as(b, SERVER if "status" not in topic else b.user("cam-b"), topic, b"{}") < 0x80
+        assert cam_a.wait_for(lambda r: len(r.messages) >= 2, 5)
+        time.sleep(0.3)
+        assert sorted(m.topic for m in cam_a.messages) == sorted(own)
+    finally:
+        cam_a.close()
+
+
+def test_camera_named_alerts_cannot_publish_alerts(secure_broker: SecureBroker) -> None:
+    """Row 16: a camera id `alerts` is refused by the contract, and its broker user cannot write alert topics."""
+    b = secure_broker
+    with pytest.raises(ValueError, match="reserved"):
+        contract.status_topic(b.venue, "alerts")
+    with pytest.raises(contract.PayloadError, match="reserved"):
+        contract.decode(contract.Occupancy, occupancy(b.venue, "cam-a", 1).to_json().replace(b"cam-a", b"alerts"))
+    with pytest.raises(ValueError, match="reserved"):
+        contract.parse_topic(f"turnout/v1/{b.venue}/alerts/status")
+    organizer = b.recorder(f"turnout/v1/{b.venue}/alerts/#", ORGANIZER)
+    try:
+        forged = Status(venue=b.venue, camera="cam-a", state="offline", ts=contract.utcnow()).to_json()
+        for suffix in ("status", "occupancy", "snapshot", "layout/result"):
+            code = publish_as(b, b.user("alerts"), f"turnout/v1/{b.venue}/alerts/{suffix}", forged)
+            assert code >= 0x80, f"user {b.venue}/alerts may write alerts/{suffix}"
+        assert publish_as(b, SERVER, contract.alert_topic(b.venue, "camera_offline"), b"real") < 0x80
+        assert organizer.wait_for(lambda r: bool(r.messages), 5)
+        time.sleep(0.3)
+        assert [m.payload for m in organizer.messages] == [b"real"]
+    finally:
+        organizer.close()
