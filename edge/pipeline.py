@@ -171,9 +171,9 @@ class CameraWorker:
                     if delivered and time.monotonic() - started >= STABLE_S:
                         failures = 0  # it had been running well: start the backoff again
                     failures += 1
-                    self.stats.restarts["capture"] += 1
                     pause = self._pause(failures)
                     self._stage_failed("capture", exc, pause, failures)
+                    self.stats.restarts["capture"] += 1  # counted once the status says degraded
                     if self.stop.wait(pause):
                         return
         finally:
@@ -236,10 +236,10 @@ class CameraWorker:
                         break
                 except Exception as exc:  # one bad frame, an onnxruntime error ...: report, pause, go on
                     failures += 1
-                    self.stats.failures += 1
-                    self.stats.restarts["detect"] += 1
                     pause = self._pause(failures)
                     self._stage_failed("detect", exc, pause, failures)
+                    self.stats.restarts["detect"] += 1  # counted once the status says degraded
+                    self.stats.failures += 1
                     if self.stop.wait(pause):
                         break
         finally:
