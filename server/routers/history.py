@@ -9,7 +9,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,16 +20,31 @@ from server.routers._common import READ, errors, not_found, unprocessable
 from server.venues import EARLIEST, LATEST
 
 router = APIRouter(prefix="/api/v1/events", tags=["history"])
-FIELDS = ["ts", "attendance", "people", "forecast", "forecast_low", "forecast_high", "decision"]
+# new columns go at the end, so CSV readers of the first columns keep working
+FIELDS = [
+    "ts",
+    "attendance",
+    "people",
+    "forecast",
+    "forecast_low",
+    "forecast_high",
+    "decision",
+    "queue",
+    "coverage",
+    "p_reach_target",
+]
 
 
 class EventPoint(BaseModel):
     ts: str
     attendance: int
     people: int
-    forecast: float | None
-    forecast_low: float | None
-    forecast_high: float | None
+    queue: int = Field(0, description="People counted in `queue` sections outside (not in the attendance).")
+    coverage: float | None = Field(None, description="Share of the seats with a live camera (0..1).")
+    forecast: float | None = Field(description="Median forecast of the final attendance (p50).")
+    forecast_low: float | None = Field(description="5th percentile of the forecast (p05).")
+    forecast_high: float | None = Field(description="95th percentile of the forecast (p95).")
+    p_reach_target: float | None = Field(None, description="Chance (0..1) that the final attendance reaches the target.")
     decision: str | None
 
 

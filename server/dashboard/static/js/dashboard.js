@@ -15,11 +15,48 @@
     undecided: "Overflow: not decided yet",
   };
 
+  const REVERSES = {
+    cancel_overflow: "cancel the overflow event",
+    overflow_needed: "hold the overflow event",
+  };
+  const ALERT_KINDS = {
+    overflow_decision: "Overflow decision",
+    section_over_capacity: "Section over capacity",
+    camera_stale: "Camera not updating",
+    camera_offline: "Camera offline",
+  };
+  const BAND_CLIP = 1.3; // the forecast band is drawn up to 1.3 x capacity: an early, wide band cannot flatten the chart
+
   let eventId = null;
   let source = null;
   let latest = null;
+  let lastRaw = null;
   let chart = null;
-  const series = { t: [], att: [], low: [], fc: [], high: [], cap: [], thr: [] };
+  let chartQueue = false; // the chart was built with the "queue outside" series
+  let chartState = null;
+  const series = { t: [], att: [], low: [], fc: [], high: [], queue: [] };
+
+  // One time format everywhere: 24-hour clock, the browser's (venue's) local time.
+  const hm = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  const hms = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  const clock = (iso) => (iso ? hm.format(new Date(iso)) : "–");
+  const num = (v) => (v === null || v === undefined || Number.isNaN(v) ? null : v);
+  const cap1 = (s) => (s ? s.charAt(0).toUpperCase() + s.slice(1) : s);
+
+  function duration(minutes) {
+    const m = Math.round(Math.abs(minutes));
+    if (m < 60) return `${m} min`;
+    return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
+  }
+
+  // "12 %"; never "0 %" or "100 %" for a probability that is not exactly that
+  function chanceText(p) {
+    if (p === null || p === undefined || Number.isNaN(p)) return null;
+    const r = Math.round(p * 100);
+    if (r === 0 && p > 0) return "< 1 %";
+    if (r === 100 && p < 1) return "> 99 %";
+    return `${r} %`;
+  }
 
   // ------------------------------------------------------------------------------------ snapshot
   // Accepts the server's live snapshot and tolerates older/newer field names.
@@ -35,13 +72,17 @@
         id: ev.id ?? s.event_id ?? eventId,
         name: ev.name ?? "",
         venue: ev.venue_id ?? ev.venue ?? s.venue_id ?? "",
+        doorsOpen: ev.doors_open ?? null,
         start: ev.start ?? ev.starts_at ?? null,
         threshold: overflow.threshold ?? ev.overflow_threshold ?? dec.threshold ?? null,
         deadline: overflow.deadline ?? ev.overflow_deadline ?? null,
+        overflowName: overflow.name ?? null,
       },
       now: s.now ?? s.ts ?? null,
       attendance: live.attendance ?? 0,
       people: live.people ?? null,
+      queue: live.queue ?? 0,
+      coverage: live.coverage ?? null,
       capacity,
       registrations: live.registrations ?? null,
       plausible: live.registrations_plausible ?? null,
@@ -50,21 +91,29 @@
       showUp: live.show_up_ratio ?? null,
       rate: live.arrival_rate_per_min ?? live.arrival_rate ?? null,
       forecast: {
-        value: fc.value ?? fc.mid ?? fc.final ?? null,
-        low: fc.low ?? fc.lower ?? null,
-        high: fc.high ?? fc.upper ?? null,
+        value: fc.p50 ?? fc.value ?? fc.mid ?? fc.final ?? null,
+        low: fc.p05 ?? fc.low ?? fc.lower ?? null,
+        high: fc.p95 ?? fc.high ?? fc.upper ?? null,
+        target: fc.target ?? null,
+        p: fc.p_reach_target ?? null,
+        reasons: Array.isArray(fc.reasons) ? fc.reasons : [],
+        method: fc.method ?? null,
       },
       decision: {
         state: dec.state ?? null,
         frozen: !!dec.frozen,
-        message: dec.message ?? dec.reason ?? "",
-        decidedAt: dec.decided_at ?? dec.since ?? null,
+        message: dec.message ?? "",
+        since: dec.since ?? dec.decided_at ?? null,
         figures: dec.figures || {},
         overrideBy: dec.override_by ?? null,
+        reversedFrom: dec.reversed_from ?? null,
+        provisionalUntil: dec.provisional_until ?? null,
+        p: dec.p_reach_target ?? null,
       },
       sections: (s.sections || []).map((x) => ({
         id: x.id ?? x.section_id,
         name: x.name ?? x.id ?? x.section_id,
+        kind: x.kind ?? "seats",
         seats: x.seats ?? 0,
         occupied: x.occupied ?? 0,
         people: x.people ?? null,
@@ -92,68 +141,137 @@
     };
   }
 
+  // the attendance the overflow decision is about: capacity x threshold
+  function targetOf(d) {
+    const f = d.decision.figures;
+    if (num(f.target) !== null) return f.target;
+    if (num(d.forecast.target) !== null) return d.forecast.target;
+    return d.capacity && d.event.threshold ? d.capacity * d.event.threshold : null;
+  }
+  const started = (d) => !!(d.now && d.event.start && Date.parse(d.now) >= Date.parse(d.event.start));
+
   // -------------------------------------------------------------------------------------- render
   function setText(id, text) {
     const node = document.getElementById(id);
     if (node && node.textContent !== text) node.textContent = text;
   }
+  function setHidden(id, hidden) {
+    const node = document.getElementById(id);
+    if (node && node.hidden !== hidden) node.hidden = hidden;
+  }
 
   function render(raw) {
+    lastRaw = raw;
     const d = normalize(raw);
     latest = d;
+    const after = started(d);
     if (d.event.name) {
       setText("title", d.event.name);
       document.title = `Turnout · ${d.event.name}`;
     }
     setText("subtitle", d.event.venue ? `venue ${d.event.venue}` : "live attendance");
-    if (d.now) setText("clock", `event time ${new Date(d.now).toLocaleTimeString()}`);
+    if (d.now) setText("clock", `event time ${hms.format(new Date(d.now))}`);
 
     setText("attendance", fmt(d.attendance));
-    setText("attendance-detail", d.people !== null ? `${fmt(d.people)} people seen` : "");
+    let seen = d.people !== null ? `${fmt(d.people)} people seen` : "";
+    if (d.queue > 0) seen += `${seen ? " · " : ""}${fmt(d.queue)} queueing outside`;
+    setText("attendance-detail", seen);
     setText("capacity", fmt(d.capacity));
     setText("fill", d.fill !== null ? `${pct(d.fill)} full` : "");
     setText("registrations", fmt(d.registrations));
     let reg = d.showUp !== null ? `${pct(d.showUp)} showed up` : "";
     if (d.suspectShare) reg += ` · ${pct(d.suspectShare)} look fake (${fmt(d.plausible)} plausible)`;
     setText("showup", reg);
-    setText("forecast", fmt(d.forecast.value));
-    setText(
-      "forecast-band",
-      d.forecast.low !== null ? `likely ${fmt(d.forecast.low)} – ${fmt(d.forecast.high)}` : "not enough data yet",
-    );
-    setText("rate", d.rate !== null ? fmt(d.rate) : "–");
+    if (after) {
+      // after the start: what came, no forecast range and no arrival rate
+      setText("forecast-label", "Final attendance");
+      setText("forecast", fmt(d.attendance));
+      setText("forecast-band", d.showUp !== null ? `${pct(d.showUp)} of registrations came` : `started at ${clock(d.event.start)}`);
+    } else {
+      setText("forecast-label", "Forecast at start");
+      setText("forecast", fmt(d.forecast.value));
+      setText(
+        "forecast-band",
+        d.forecast.low !== null ? `likely ${fmt(d.forecast.low)} – ${fmt(d.forecast.high)}` : "not enough data yet",
+      );
+    }
+    setHidden("fig-rate", after);
+    setText("rate", !after && d.rate !== null ? fmt(d.rate) : "–");
 
-    renderDecision(d);
-    renderGauge(d);
-    renderChart(d);
+    renderDecision(d, after);
+    renderGauge(d, after);
+    renderChart(d, after);
     renderSections(d);
     renderCameras(d);
     renderAlerts(d);
   }
 
-  function renderDecision(d) {
+  function renderDecision(d, after) {
+    const dec = d.decision;
+    const f = dec.figures;
     const box = document.getElementById("decision");
-    box.dataset.state = d.decision.state || "none";
-    let head = DECISIONS[d.decision.state] || "Overflow decision: waiting for data";
-    setText("decision-state", head);
-    let why = d.decision.message;
-    const f = d.decision.figures;
-    const thr = d.event.threshold ?? 1;
-    if (!why && d.decision.state && d.decision.state !== "undecided" && f.forecast !== undefined) {
-      const verb = d.decision.state === "cancel_overflow" ? "stays below" : "exceeds";
-      why =
-        `Decided ${f.minutes_to_start} min before the start with ${fmt(f.attendance)} in: forecast ` +
-        `${fmt(f.forecast)} (likely ${fmt(f.forecast_low)}–${fmt(f.forecast_high)}) ${verb} ` +
-        `${fmt(f.target)} (${Math.round((f.threshold ?? thr) * 100)} % of the ${fmt(f.capacity)} seats).` +
-        (d.decision.overrideBy ? ` Set by ${d.decision.overrideBy}.` : "");
-    } else if (!why && d.forecast.value !== null && d.capacity) {
-      why =
-        `Forecast at start ${fmt(d.forecast.value)} (likely ${fmt(d.forecast.low)}–${fmt(d.forecast.high)}) ` +
-        `against ${fmt(d.capacity * thr)} needed (${Math.round(thr * 100)} % of capacity ${fmt(d.capacity)}).`;
+    box.dataset.state = dec.state || "none";
+    setText("decision-state", DECISIONS[dec.state] || "Overflow decision: waiting for data");
+
+    const target = targetOf(d);
+    const p = num(dec.p) ?? num(d.forecast.p) ?? num(f.p_reach_target);
+    box.dataset.p = p === null ? "" : String(p);
+    setText("decision-chance", target !== null ? `Chance of reaching ${fmt(target)}: ${chanceText(p) ?? "not known yet"}` : "");
+
+    let status = "";
+    let kind = "none";
+    if (dec.frozen && dec.overrideBy) [status, kind] = [`final · set by ${dec.overrideBy}`, "override"];
+    else if (dec.frozen) [status, kind] = ["final", "final"];
+    else if (dec.provisionalUntil && dec.state && dec.state !== "undecided")
+      [status, kind] = [`provisional until ${clock(dec.provisionalUntil)}`, "provisional"];
+    else if (dec.provisionalUntil) [status, kind] = [`decision due by ${clock(dec.provisionalUntil)}`, "due"];
+    setText("decision-status", status);
+    document.getElementById("decision-status").dataset.kind = kind;
+
+    // why no new decision may be taken now (cameras down, registrations only): prominent
+    const hold = !dec.frozen && f.reason ? `${cap1(f.reason)}.` : "";
+    setText("decision-hold", hold);
+    setHidden("decision-hold", !hold);
+    const rev = dec.reversedFrom ? `This reverses the earlier decision to ${REVERSES[dec.reversedFrom] || dec.reversedFrom.replace(/_/g, " ")}.` : "";
+    setText("decision-reversal", rev);
+    setHidden("decision-reversal", !rev);
+
+    let why = dec.message;
+    const thr = d.event.threshold;
+    const targetWords = target !== null && d.capacity && thr ? `${fmt(target)} (${Math.round(thr * 100)} % of the ${fmt(d.capacity)} seats)` : fmt(target);
+    if (!why && after) {
+      why = `The event started at ${clock(d.event.start)} with ${fmt(d.attendance)} people in` +
+        (d.capacity ? ` (${Math.round((100 * d.attendance) / d.capacity)} % of the ${fmt(d.capacity)} seats).` : ".");
+    } else if (!why && d.forecast.value !== null) {
+      why = `${fmt(d.attendance)} people in now. Forecast at the start: ${fmt(d.forecast.value)}` +
+        (d.forecast.low !== null ? ` (likely ${fmt(d.forecast.low)} – ${fmt(d.forecast.high)})` : "") +
+        (target !== null ? `, against a target of ${targetWords}.` : ".");
+    } else if (!why) {
+      why = "No forecast yet: waiting for the first counts.";
     }
-    setText("decision-why", why || "");
-    const frozen = d.decision.frozen ? "final (deadline passed)" : d.event.deadline ? `decision deadline ${new Date(d.event.deadline).toLocaleTimeString()}` : "";
-    setText("decision-frozen", frozen);
+    if (dec.state && dec.state !== "undecided" && dec.since) why = `Decided at ${clock(dec.since)}. ${why}`;
+    setText("decision-why", why);
+
+    const reasons = d.forecast.reasons.length ? d.forecast.reasons : String(f.reasons || "").split("; ").filter(Boolean);
+    const list = document.getElementById("decision-reasons");
+    const key = JSON.stringify(reasons);
+    if (list.dataset.key !== key) {
+      list.dataset.key = key;
+      list.replaceChildren(...reasons.map((r) => el("li", { text: cap1(r) })));
+    }
+
+    const times = [];
+    if (d.event.doorsOpen) times.push(`Doors ${clock(d.event.doorsOpen)}`);
+    if (d.event.deadline) times.push(`decision deadline ${clock(d.event.deadline)}`);
+    if (d.event.start) {
+      let start = `start ${clock(d.event.start)}`;
+      if (d.now) {
+        const mins = (Date.parse(d.event.start) - Date.parse(d.now)) / 60000;
+        start += mins > 0 ? ` (in ${duration(mins)})` : ` (started ${duration(mins)} ago)`;
+      }
+      times.push(start);
+    }
+    setText("decision-times", times.join(" · "));
   }
 
   function arc(f) {
@@ -166,12 +284,12 @@
     const [x1, y1] = arc(f1);
     return `M${x0.toFixed(1)} ${y0.toFixed(1)} A80 80 0 0 1 ${x1.toFixed(1)} ${y1.toFixed(1)}`;
   }
-  function renderGauge(d) {
+  function renderGauge(d, after) {
     const cap = d.capacity || 0;
     const f = cap ? d.attendance / cap : 0;
     document.getElementById("gauge-fill").setAttribute("d", arcPath(0, Math.min(1, f)));
-    const lo = cap && d.forecast.low !== null ? d.forecast.low / cap : 0;
-    const hi = cap && d.forecast.high !== null ? d.forecast.high / cap : 0;
+    const lo = !after && cap && d.forecast.low !== null ? d.forecast.low / cap : 0;
+    const hi = !after && cap && d.forecast.high !== null ? d.forecast.high / cap : 0;
     document.getElementById("gauge-band").setAttribute("d", arcPath(Math.min(1, lo), Math.min(1, hi)));
     const thr = d.event.threshold;
     const line = document.getElementById("gauge-threshold");
@@ -188,7 +306,7 @@
   }
 
   // ---------------------------------------------------------------------------------------- chart
-  function pushPoint(tsSec, att, low, fc, high, cap, thr) {
+  function pushPoint(tsSec, att, low, fc, high, queue) {
     const n = series.t.length;
     if (n && tsSec <= series.t[n - 1]) {
       if (tsSec === series.t[n - 1]) {
@@ -196,6 +314,7 @@
         series.low[n - 1] = low;
         series.fc[n - 1] = fc;
         series.high[n - 1] = high;
+        series.queue[n - 1] = queue;
       }
       return;
     }
@@ -204,61 +323,182 @@
     series.low.push(low);
     series.fc.push(fc);
     series.high.push(high);
-    series.cap.push(cap);
-    series.thr.push(thr);
+    series.queue.push(queue);
     if (series.t.length > 5000) for (const k of Object.keys(series)) series[k].shift();
+  }
+
+  // The three moments of the evening, as vertical lines on the chart.
+  function markers(d) {
+    const out = [];
+    if (d.event.doorsOpen) out.push({ key: "doors", label: "doors", t: Date.parse(d.event.doorsOpen) / 1000 });
+    if (d.event.deadline) out.push({ key: "deadline", label: "deadline", t: Date.parse(d.event.deadline) / 1000 });
+    if (d.event.start) out.push({ key: "start", label: "start", t: Date.parse(d.event.start) / 1000 });
+    return out;
+  }
+
+  // What uPlot gets: the measured series plus, at doors open and a little after the start, frame points
+  // (attendance etc. null) so that the x axis spans the evening and the capacity/target lines its width.
+  function chartData() {
+    const d = latest;
+    const cap = d && d.capacity ? d.capacity : null;
+    const clip = cap ? cap * BAND_CLIP : Infinity;
+    const target = d ? targetOf(d) : null;
+    const c = (v) => (v === null || v === undefined ? null : Math.min(v, clip));
+    const marks = d ? markers(d) : [];
+    const t = series.t.slice();
+    const cols = { att: series.att.slice(), low: series.low.map(c), fc: series.fc.map(c), high: series.high.map(c), queue: series.queue.map((q) => q || null) };
+    const times = marks.map((m) => m.t).concat(t);
+    if (times.length) {
+      const lo = Math.min(...times);
+      const hiRaw = Math.max(...times);
+      const hi = hiRaw + Math.max(300, 0.04 * (hiRaw - lo));
+      const frame = (at, front) => {
+        const op = front ? "unshift" : "push";
+        t[op](at);
+        for (const k of Object.keys(cols)) cols[k][op](null);
+      };
+      if (!t.length || lo < t[0]) frame(lo, true);
+      if (hi > t[t.length - 1]) frame(hi, false);
+    }
+    const n = t.length;
+    const data = [t, cols.att, cols.low, cols.fc, cols.high];
+    if (chartQueue) data.push(cols.queue);
+    data.push(new Array(n).fill(cap), new Array(n).fill(target));
+    let bandPoints = 0;
+    let bandMax = null;
+    for (let i = 0; i < n; i++)
+      if (cols.low[i] !== null && cols.high[i] !== null) {
+        bandPoints++;
+        bandMax = Math.max(bandMax ?? 0, cols.high[i]);
+      }
+    chartState = { marks, cap, clip: cap ? clip : null, target, bandPoints, bandMax };
+    return data;
+  }
+
+  function seriesOpts() {
+    const v = (u, x) => Turnout.fmt(x);
+    const out = [
+      { label: "time", value: (u, x) => (x === null ? "–" : hm.format(new Date(x * 1000))) },
+      { label: "Attendance", stroke: "#3fb950", width: 3, value: v },
+      { label: "Forecast low (5 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v },
+      { label: "Forecast", stroke: "#58a6ff", width: 2, dash: [6, 4], value: v },
+      { label: "Forecast high (95 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v },
+    ];
+    if (chartQueue) out.push({ label: "Queue outside", stroke: "#d2a8ff", width: 2, value: v });
+    out.push(
+      { label: "Capacity", stroke: "#f85149", width: 1.5, value: v },
+      { label: "Target", stroke: "#ffd33d", dash: [10, 6], width: 2, value: v },
+    );
+    return out;
+  }
+
+  function drawMarkers(u) {
+    const marks = chartState ? chartState.marks : [];
+    if (!marks.length) return;
+    const ctx = u.ctx;
+    const r = uPlot.pxRatio || 1;
+    const { left, top, width, height } = u.bbox;
+    ctx.save();
+    ctx.font = `${Math.round(12 * r)}px system-ui, sans-serif`;
+    ctx.textBaseline = "top";
+    const rows = [];
+    for (const m of marks) {
+      const x = Math.round(u.valToPos(m.t, "x", true));
+      if (x < left - 1 || x > left + width + 1) continue;
+      ctx.strokeStyle = m.key === "deadline" ? "#ffd33d" : "#c9d1d9";
+      ctx.lineWidth = (m.key === "deadline" ? 2 : 1.5) * r;
+      ctx.setLineDash([5 * r, 4 * r]);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      const text = `${m.label} ${hm.format(new Date(m.t * 1000))}`;
+      const w = ctx.measureText(text).width + 8 * r;
+      // the label sits right of its line, or left when that would leave the plot; a second row if it would overlap
+      let x0 = x + 4 * r;
+      if (x0 + w > left + width) x0 = x - 4 * r - w;
+      let row = 0;
+      while (rows[row] !== undefined && rows[row] > x0) row++;
+      rows[row] = x0 + w;
+      const y0 = top + 4 * r + row * 18 * r;
+      ctx.fillStyle = "rgba(13,17,23,0.85)";
+      ctx.fillRect(x0, y0 - 2 * r, w, 17 * r);
+      ctx.fillStyle = m.key === "deadline" ? "#ffd33d" : "#e6edf3";
+      ctx.fillText(text, x0 + 4 * r, y0);
+    }
+    ctx.restore();
+  }
+
+  function yRange(u, min, max) {
+    const s = chartState || {};
+    let top = s.cap ? s.cap * 1.05 : 0;
+    // the data uPlot has is already clipped (band at 1.3 x capacity), so max cannot run away
+    top = Math.max(top, (max || 0) * 1.05, 10);
+    return [0, top];
+  }
+
+  function chartSize(box) {
+    const w = Math.max(240, box.clientWidth);
+    return { width: w, height: Math.max(240, Math.min(460, Math.round(w * 0.42))) };
   }
 
   function makeChart() {
     const box = document.getElementById("chart");
-    const width = Math.max(300, box.clientWidth);
-    const opts = {
-      width,
-      height: Math.max(260, Math.round(width * 0.38)),
+    const grid = { stroke: "#30363d" };
+    const opts = Object.assign(chartSize(box), {
       tzDate: (ts) => new Date(ts * 1000),
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, yMax(max)] } },
+      scales: { x: { time: true }, y: { range: yRange } },
       axes: [
-        { stroke: "#a8b3bf", grid: { stroke: "#30363d" }, ticks: { stroke: "#30363d" } },
-        { stroke: "#a8b3bf", grid: { stroke: "#30363d" }, ticks: { stroke: "#30363d" }, size: 70,
-          values: (u, vals) => vals.map((v) => Turnout.fmt(v)) },
+        { stroke: "#a8b3bf", grid, ticks: grid, values: (u, vals) => vals.map((x) => hm.format(new Date(x * 1000))) },
+        { stroke: "#a8b3bf", grid, ticks: grid, size: 64, values: (u, vals) => vals.map((x) => Turnout.fmt(x)) },
       ],
-      series: [
-        { label: "time" },
-        { label: "Attendance", stroke: "#3fb950", width: 3, value: (u, v) => Turnout.fmt(v) },
-        { label: "Forecast low", stroke: "#58a6ff", dash: [4, 4], width: 1, value: (u, v) => Turnout.fmt(v) },
-        { label: "Forecast", stroke: "#58a6ff", width: 2, value: (u, v) => Turnout.fmt(v) },
-        { label: "Forecast high", stroke: "#58a6ff", dash: [4, 4], width: 1, value: (u, v) => Turnout.fmt(v) },
-        { label: "Capacity", stroke: "#f85149", width: 2, value: (u, v) => Turnout.fmt(v) },
-        { label: "Threshold", stroke: "#ffd33d", dash: [8, 6], width: 1.5, value: (u, v) => Turnout.fmt(v) },
-      ],
-      bands: [{ series: [4, 2], fill: "rgba(88,166,255,0.18)" }],
+      series: seriesOpts(),
+      bands: [{ series: [4, 2], fill: "rgba(88,166,255,0.22)" }],
       legend: { live: false },
-    };
-    chart = new uPlot(opts, data(), box);
-    new ResizeObserver(() => {
-      const w = Math.max(300, box.clientWidth);
-      if (Math.abs(w - chart.width) > 4) chart.setSize({ width: w, height: Math.max(260, Math.round(w * 0.38)) });
-    }).observe(box);
+      hooks: { draw: [drawMarkers] },
+    });
+    chart = new uPlot(opts, chartData(), box);
+    publishChartState();
+    if (!makeChart.observed) {
+      makeChart.observed = true;
+      new ResizeObserver(() => {
+        const size = chartSize(box);
+        if (chart && Math.abs(size.width - chart.width) > 4) chart.setSize(size);
+      }).observe(box);
+    }
   }
 
-  const data = () => [series.t, series.att, series.low, series.fc, series.high, series.cap, series.thr];
-
-  // Capacity (plus a margin) bounds the chart, so an early, wide forecast band cannot flatten it.
-  function yMax(max) {
-    const cap = latest && latest.capacity ? latest.capacity * 1.15 : 0;
-    const att = Math.max(0, ...series.att.filter((v) => v !== null));
-    return Math.max(10, cap ? Math.max(cap, att * 1.05) : max * 1.05);
+  function publishChartState() {
+    const box = document.getElementById("chart");
+    const s = chartState;
+    if (!s || !chart) return;
+    box.dataset.series = chart.series.map((x) => x.label).join("|");
+    box.dataset.markers = JSON.stringify(s.marks.map((m) => ({ key: m.key, t: m.t })));
+    box.dataset.bandPoints = String(s.bandPoints);
+    box.dataset.bandMax = s.bandMax === null ? "" : String(s.bandMax);
+    box.dataset.clip = s.clip === null ? "" : String(s.clip);
+    box.dataset.target = s.target === null ? "" : String(s.target);
+    box.dataset.yMax = String(chart.scales.y.max);
+    box.dataset.xMin = String(chart.scales.x.min);
+    box.dataset.xMax = String(chart.scales.x.max);
   }
 
-  function renderChart(d) {
+  function renderChart(d, after) {
     if (!d.now) return;
-    const thr = d.event.threshold && d.capacity ? d.capacity * d.event.threshold : null;
-    pushPoint(Date.parse(d.now) / 1000, d.attendance, d.forecast.low, d.forecast.value, d.forecast.high, d.capacity, thr);
-    series.cap.fill(d.capacity);
-    series.thr.fill(thr);
+    const fcOk = !after && d.forecast.value !== null;
+    pushPoint(Date.parse(d.now) / 1000, d.attendance, fcOk ? d.forecast.low : null, fcOk ? d.forecast.value : null, fcOk ? d.forecast.high : null, d.queue || 0);
     if (typeof uPlot === "undefined") return;
+    const wantQueue = series.queue.some((q) => q > 0);
+    if (chart && wantQueue !== chartQueue) {
+      chart.destroy();
+      chart = null;
+    }
+    chartQueue = wantQueue;
     if (!chart) makeChart();
-    else chart.setData(data());
+    else {
+      chart.setData(chartData());
+      publishChartState();
+    }
   }
 
   async function loadHistory() {
@@ -266,7 +506,7 @@
       const rows = await api(`/api/v1/events/${encodeURIComponent(eventId)}/history`);
       const items = Array.isArray(rows) ? rows : rows.samples || rows.items || [];
       for (const r of items) {
-        pushPoint(Date.parse(r.ts) / 1000, r.attendance, r.forecast_low ?? null, r.forecast ?? null, r.forecast_high ?? null, null, null);
+        pushPoint(Date.parse(r.ts) / 1000, r.attendance, r.forecast_low ?? null, r.forecast ?? null, r.forecast_high ?? null, r.queue ?? 0);
       }
     } catch (err) {
       console.info("no history yet:", err.message);
@@ -333,7 +573,7 @@
         el(
           "li",
           { "data-severity": a.severity, "data-alert": a.id, class: a.acked ? "acked" : "" },
-          el("span", { class: "meta", text: `${a.kind} · ${a.state} · ${a.ts ? new Date(a.ts).toLocaleTimeString() : ""}` }),
+          el("span", { class: "meta", text: `${ALERT_KINDS[a.kind] || a.kind}${a.state === "cleared" ? " · cleared" : ""}${a.ts ? ` · ${clock(a.ts)}` : ""}` }),
           el("span", { class: "msg", text: a.message }),
           el(
             "span",
@@ -419,6 +659,12 @@
     setInterval(() => latest && renderCameras(latest), 5000);
   }
 
-  window.TurnoutDashboard = { normalize, render };
+  // for the browser tests: the snapshot last rendered and what the chart was given
+  window.TurnoutDashboard = {
+    normalize,
+    render,
+    lastSnapshot: () => lastRaw,
+    chart: () => (chart ? { series: chart.series.map((x) => x.label), data: chart.data, state: chartState } : null),
+  };
   start();
 })();
