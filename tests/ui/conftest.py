@@ -191,3 +191,27 @@ def occupancy(server: LiveServer, camera: str, sections: list[tuple[str, int, in
         processing=contract.Processing(fps=2.0, latency_ms=80.0, frames=server.seq[camera]),
     )
     return contract.occupancy_topic(server.venue, camera), msg.to_json()
+
+
+def wait_js(page: Any, fn: str, arg: Any = None, timeout: float = 5.0, what: str = "") -> Any:
+    """Poll the JavaScript function ``fn`` (called with ``arg``) until it returns something truthy.
+
+    Unlike Playwright's ``wait_for_function`` (which compiles the function with ``new Function`` inside the page
+    and so is refused by the dashboard's ``script-src 'self'`` CSP), ``page.evaluate`` goes through the DevTools
+    protocol, which the page's CSP does not govern: the pages are tested under their real CSP.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(fn, arg)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or fn} (last value {value!r})")
+        time.sleep(0.05)
+
+
+def wait_live(page: Any, timeout: float = 10.0) -> None:
+    """Wait until the dashboard's event stream is connected."""
+    wait_js(page, "() => document.querySelector('#conn')?.dataset.state === 'live'", timeout=timeout, what="live")

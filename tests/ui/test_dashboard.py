@@ -18,6 +18,8 @@ from tests.ui.conftest import (
     api_token,
     login,
     occupancy,
+    wait_js,
+    wait_live,
 )
 
 pytestmark = pytest.mark.browser
@@ -29,7 +31,7 @@ def _fmt(n: int) -> str:
 
 def test_dashboard_requires_login_then_loads(page, live_server: LiveServer) -> None:
     login(page, live_server)
-    page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=10_000)
+    wait_live(page)
     assert page.text_content("#title") == "UI test concert"
     assert page.text_content("#capacity") == "120"
     # three configured sections on the seating map, two cameras listed
@@ -58,7 +60,7 @@ def test_wrong_password_is_refused(page, live_server: LiveServer) -> None:
 
 def test_occupancy_message_updates_attendance_within_2s(page, live_server: LiveServer) -> None:
     login(page, live_server)
-    page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=10_000)
+    wait_live(page)
     latencies = []
     rng = random.Random()
     for _ in range(3):
@@ -71,13 +73,12 @@ def test_occupancy_message_updates_attendance_within_2s(page, live_server: LiveS
             t0 = time.monotonic()
             live_server.publish(topic, payload)
         want = _fmt(north + south + east)
-        page.wait_for_function(
-            "want => document.querySelector('#attendance').textContent === want", arg=want, timeout=2_000
-        )
-        page.wait_for_function(
+        wait_js(page, "want => document.querySelector('#attendance').textContent === want", want, timeout=2)
+        wait_js(
+            page,
             "want => document.querySelector(\"#seatmap [data-section='east'] .occ\")?.textContent === want",
-            arg=f"{east} / 40",
-            timeout=2_000,
+            f"{east} / 40",
+            timeout=2,
         )
         latencies.append(time.monotonic() - t0)
     print(f"MQTT publish -> attendance on screen: max {max(latencies) * 1000:.0f} ms over {len(latencies)}")
@@ -86,7 +87,7 @@ def test_occupancy_message_updates_attendance_within_2s(page, live_server: LiveS
 
 def test_alert_appears_and_is_acknowledged(page, live_server: LiveServer) -> None:
     login(page, live_server)
-    page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=10_000)
+    wait_live(page)
     # 45 people in a 40-seat section: a safety alert
     topic, payload = occupancy(live_server, OTHER_CAMERA, [("east", 40, 40, 45)])
     live_server.publish(topic, payload)
@@ -154,8 +155,8 @@ def test_contrast_of_main_figures_passes_wcag_aa(page, live_server: LiveServer) 
     topic, payload = occupancy(live_server, EDGE_CAMERA, [("north", 50, 33, 33), ("south", 30, 30, 30)])
     live_server.publish(topic, payload)
     login(page, live_server)
-    page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=10_000)
-    page.add_script_tag(path=str(AXE_JS))
+    wait_live(page)
+    page.evaluate(AXE_JS.read_text())  # not add_script_tag: the page's CSP refuses inline scripts
     result = page.evaluate(
         """async () => await axe.run(
             {include: [['header.top'], ['#decision'], ['#figures'], ['#seatmap'], ['#cameras-panel'], ['#alerts-panel']]},
@@ -173,10 +174,10 @@ def test_contrast_of_main_figures_passes_wcag_aa(page, live_server: LiveServer) 
 def test_wall_screen_layout(page, live_server: LiveServer) -> None:
     page.set_viewport_size({"width": 3840, "height": 2160})
     login(page, live_server)
-    page.wait_for_function("document.querySelector('#conn')?.dataset.state === 'live'", timeout=10_000)
+    wait_live(page)
     big = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#attendance')).fontSize)")
     page.set_viewport_size({"width": 1280, "height": 800})
     small = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#attendance')).fontSize)")
     assert big > small * 1.5, (big, small)
     # the chart follows the new width (ResizeObserver); then nothing may stick out sideways
-    page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth", timeout=3_000)
+    wait_js(page, "() => document.documentElement.scrollWidth <= window.innerWidth", timeout=3)
