@@ -19,6 +19,7 @@ if [ "$mode" = test ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v nft >/dev/null 2>&1 && command -v ip >/dev/null 2>&1 || need+=(iproute2 nftables)   # link-cut tests
   command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
   command -v rtsp-server-perl >/dev/null 2>&1 || need+=(rtsp-server-perl)   # RTSP camera for stream-drop tests
   [ -x /usr/bin/chromium ] || need+=(chromium)

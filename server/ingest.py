@@ -89,7 +89,8 @@ class MqttBridge:
         if self.hub is not None:
             self.hub.set_link(False)
         if self._v311:
-            self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+            host, port, keepalive = self.settings.mqtt_host, self.settings.mqtt_port, self.settings.mqtt_keepalive_s
+            self.client.connect_async(host, port, keepalive=keepalive)
             self.client.loop_start()
             return
         props = Properties(PacketTypes.CONNECT)
@@ -97,7 +98,7 @@ class MqttBridge:
         self.client.connect_async(
             self.settings.mqtt_host,
             self.settings.mqtt_port,
-            keepalive=30,
+            keepalive=self.settings.mqtt_keepalive_s,
             clean_start=not self.persistent,
             properties=props,
         )

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
         description="MQTT client id of the server's persistent session. Default: turnout-server-<host>-<hash of "
         "database, venues and shared group>, the same after every restart (see `mqtt_session_id`).",
     )
+    mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive; a dead link is noticed in 1-2x this.")
     mqtt_session_expiry_s: int = Field(
         7 * 86400,
         ge=86400,
