@@ -44,7 +44,9 @@ class EventPoint(BaseModel):
     forecast: float | None = Field(description="Median forecast of the final attendance (p50).")
     forecast_low: float | None = Field(description="5th percentile of the forecast (p05).")
     forecast_high: float | None = Field(description="95th percentile of the forecast (p95).")
-    p_reach_target: float | None = Field(None, description="Chance (0..1) that the final attendance reaches the target.")
+    p_reach_target: float | None = Field(
+        None, description="Chance (0..1) that the final attendance reaches the target."
+    )
     decision: str | None
 
 

@@ -148,6 +148,12 @@
     if (num(d.forecast.target) !== null) return d.forecast.target;
     return d.capacity && d.event.threshold ? d.capacity * d.event.threshold : null;
   }
+  // the attendance counted when the event started (the last point of the series at or before the start)
+  function attendanceAtStart(d) {
+    const startSec = Date.parse(d.event.start) / 1000;
+    for (let i = series.t.length - 1; i >= 0; i--) if (series.t[i] <= startSec) return series.att[i];
+    return null;
+  }
   const started = (d) => !!(d.now && d.event.start && Date.parse(d.now) >= Date.parse(d.event.start));
 
   // -------------------------------------------------------------------------------------- render
@@ -184,9 +190,13 @@
     setText("showup", reg);
     if (after) {
       // after the start: what came, no forecast range and no arrival rate
-      setText("forecast-label", "Final attendance");
-      setText("forecast", fmt(d.attendance));
-      setText("forecast-band", d.showUp !== null ? `${pct(d.showUp)} of registrations came` : `started at ${clock(d.event.start)}`);
+      const atStart = attendanceAtStart(d);
+      setText("forecast-label", "Attendance at the start");
+      setText("forecast", fmt(atStart ?? d.attendance));
+      setText(
+        "forecast-band",
+        `at ${clock(d.event.start)}` + (d.capacity && atStart !== null ? ` · ${Math.round((100 * atStart) / d.capacity)} % of the seats` : ""),
+      );
     } else {
       setText("forecast-label", "Forecast at start");
       setText("forecast", fmt(d.forecast.value));
@@ -216,7 +226,11 @@
     const target = targetOf(d);
     const p = num(dec.p) ?? num(d.forecast.p) ?? num(f.p_reach_target);
     box.dataset.p = p === null ? "" : String(p);
-    setText("decision-chance", target !== null ? `Chance of reaching ${fmt(target)}: ${chanceText(p) ?? "not known yet"}` : "");
+    let chance = "";
+    if (target !== null && after)
+      chance = `Target ${fmt(target)} ${(attendanceAtStart(d) ?? d.attendance) >= target ? "reached" : "not reached"}`;
+    else if (target !== null) chance = `Chance of reaching ${fmt(target)}: ${chanceText(p) ?? "not known yet"}`;
+    setText("decision-chance", chance);
 
     let status = "";
     let kind = "none";
@@ -240,8 +254,9 @@
     const thr = d.event.threshold;
     const targetWords = target !== null && d.capacity && thr ? `${fmt(target)} (${Math.round(thr * 100)} % of the ${fmt(d.capacity)} seats)` : fmt(target);
     if (!why && after) {
-      why = `The event started at ${clock(d.event.start)} with ${fmt(d.attendance)} people in` +
-        (d.capacity ? ` (${Math.round((100 * d.attendance) / d.capacity)} % of the ${fmt(d.capacity)} seats).` : ".");
+      const atStart = attendanceAtStart(d) ?? d.attendance;
+      why = `The event started at ${clock(d.event.start)} with ${fmt(atStart)} people in` +
+        (d.capacity ? ` (${Math.round((100 * atStart) / d.capacity)} % of the ${fmt(d.capacity)} seats).` : ".");
     } else if (!why && d.forecast.value !== null) {
       why = `${fmt(d.attendance)} people in now. Forecast at the start: ${fmt(d.forecast.value)}` +
         (d.forecast.low !== null ? ` (likely ${fmt(d.forecast.low)} – ${fmt(d.forecast.high)})` : "") +
@@ -380,15 +395,17 @@
     const out = [
       { label: "time", value: (u, x) => (x === null ? "–" : hm.format(new Date(x * 1000))) },
       { label: "Attendance", stroke: "#3fb950", width: 3, value: v },
-      { label: "Forecast low (5 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v },
-      { label: "Forecast", stroke: "#58a6ff", width: 2, dash: [6, 4], value: v },
-      { label: "Forecast high (95 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v },
+      // the band's lower edge: one legend entry ("likely range") stands for both edges
+      { label: "Forecast low (5 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v, class: "legend-hidden" },
+      { label: "Forecast (median)", stroke: "#58a6ff", width: 2, dash: [6, 4], value: v },
+      { label: "Likely range (5–95 %)", stroke: "rgba(88,166,255,0.7)", width: 1, value: v },
     ];
     if (chartQueue) out.push({ label: "Queue outside", stroke: "#d2a8ff", width: 2, value: v });
     out.push(
       { label: "Capacity", stroke: "#f85149", width: 1.5, value: v },
       { label: "Target", stroke: "#ffd33d", dash: [10, 6], width: 2, value: v },
     );
+    for (const x of out.slice(1)) x.points = { show: false };
     return out;
   }
 
@@ -401,6 +418,7 @@
     ctx.save();
     ctx.font = `${Math.round(12 * r)}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
+    ctx.textAlign = "left"; // uPlot leaves its axis alignment on the context
     const rows = [];
     for (const m of marks) {
       const x = Math.round(u.valToPos(m.t, "x", true));
@@ -522,16 +540,26 @@
 
   function renderSections(d) {
     const map = document.getElementById("seatmap");
-    const items = d.sections.slice().sort((a, b) => a.simulated - b.simulated || a.id.localeCompare(b.id));
+    const outside = (x) => (x.kind === "queue" ? 1 : 0);
+    const items = d.sections.slice().sort((a, b) => outside(a) - outside(b) || a.simulated - b.simulated || a.id.localeCompare(b.id));
     const nodes = items.map((s) => {
       const ratio = s.seats ? s.occupied / s.seats : 0;
       const bg = RAMP[Math.min(RAMP.length - 1, Math.floor(ratio * RAMP.length))];
+      if (s.kind === "queue")
+        // people about to come in, counted outside: not seats, never "over capacity"
+        return el(
+          "div",
+          { class: `seat-tile outside${s.stale ? " stale" : ""}`, role: "listitem", "data-section": s.id,
+            title: `${s.name}: ${fmt(s.people ?? 0)} people queueing outside` },
+          el("span", { class: "sid", text: s.id.replace(/^sim-/, "") }),
+          el("span", { class: "occ", text: `${fmt(s.people ?? 0)} queueing` }),
+        );
       const tile = el(
         "div",
         {
-          class: `seat-tile${s.people !== null && s.people > s.seats ? " over" : ""}${s.stale ? " stale" : ""}`,
+          class: `seat-tile${s.seats && s.people !== null && s.people > s.seats ? " over" : ""}${s.stale ? " stale" : ""}`,
           role: "listitem",
-          title: `${s.name}: ${s.occupied} of ${s.seats} seats occupied${s.simulated ? " (simulated)" : ""}`,
+          title: `${s.name}: ${s.occupied} of ${s.seats} ${s.kind === "standing" ? "places" : "seats"} occupied${s.simulated ? " (simulated)" : ""}`,
           style: `background:${bg};color:${textOn(bg)}`,
           "data-section": s.id,
         },
@@ -611,21 +639,27 @@
     render(snap);
   }
 
+  // "live" while snapshots arrive (the server sends one at least every 2 s); a dropped connection that the
+  // browser re-opens at once does not flash "reconnecting", a silent or broken stream shows it after 5 s.
+  let lastSnapshotAt = 0;
+  function connState(state, text) {
+    const conn = document.getElementById("conn");
+    if (conn.dataset.state !== state) conn.dataset.state = state;
+    if (conn.textContent !== text) conn.textContent = text;
+  }
+
   function connect() {
     if (source) source.close();
-    const conn = document.getElementById("conn");
-    conn.dataset.state = "connecting";
-    conn.textContent = "connecting";
+    connState("connecting", "connecting");
     source = new EventSource(`/api/v1/stream?event=${encodeURIComponent(eventId)}`);
     source.addEventListener("snapshot", (e) => {
-      conn.dataset.state = "live";
-      conn.textContent = "live";
+      lastSnapshotAt = Date.now();
+      connState("live", "live");
       render(JSON.parse(e.data));
     });
-    source.onerror = () => {
-      conn.dataset.state = "connecting";
-      conn.textContent = "reconnecting";
-    };
+    setInterval(() => {
+      if (lastSnapshotAt && Date.now() - lastSnapshotAt > 5000) connState("connecting", "reconnecting");
+    }, 1000);
   }
 
   async function start() {
