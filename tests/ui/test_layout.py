@@ -23,6 +23,7 @@ import pytest
 
 from tests.ui.conftest import (
     ARTIFACTS,
+    AXE_JS,
     EDGE_CAMERA,
     OTHER_CAMERA,
     PASSWORD,
@@ -185,6 +186,18 @@ def context_at(browser: Any, request: pytest.FixtureRequest):
         assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def axe_problems(page: Any, include: list[str] | None = None, rules: list[str] | None = None) -> list[Any]:
+    """axe-core's violations on the page (or inside ``include``), as (rule, target, summary)."""
+    assert AXE_JS.is_file(), f"{AXE_JS} missing: run `npm ci` in server/dashboard"
+    page.evaluate(AXE_JS.read_text())  # through DevTools: the page's CSP refuses injected script tags
+    result = page.evaluate(
+        "([include, rules]) => axe.run(include ? {include: include.map((s) => [s])} : document,"
+        " rules ? {runOnly: {type: 'rule', values: rules}} : {})",
+        [include, rules],
+    )
+    return [(v["id"], n["target"], n["failureSummary"]) for v in result["violations"] for n in v["nodes"]]
+
+
 def shoot(page: Any, name: str, docs: bool = False) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -217,6 +230,7 @@ def test_sign_in_page_layout(context_at, live_server: LiveServer, width: int) ->
     assert abs(b["x"] - (width - b["x"] - b["width"])) <= 2, b
     if width >= 1000:
         assert b["width"] <= 600, b
+    assert axe_problems(page) == []
     shoot(page, f"sign-in-{width}", docs=True)
     # it still signs in
     page.fill("#username", "ops")
@@ -532,6 +546,44 @@ def tulsa_snapshot(
     }
 
 
+# what dashboard.js reads for the decision panel, the figures and the chart
+DASHBOARD_READS = {
+    "ts",
+    "attendance",
+    "people",
+    "queue",
+    "coverage",
+    "capacity",
+    "registrations",
+    "show_up_ratio",
+    "arrival_rate_per_min",
+    "event.name",
+    "event.doors_open",
+    "event.start",
+    "event.overflow.deadline",
+    "event.overflow.threshold",
+    "forecast.p05",
+    "forecast.p50",
+    "forecast.p95",
+    "forecast.target",
+    "forecast.p_reach_target",
+    "forecast.reasons",
+    "decision.state",
+    "decision.since",
+    "decision.frozen",
+    "decision.override_by",
+    "decision.reversed_from",
+    "decision.provisional_until",
+    "decision.p_reach_target",
+    "decision.figures.target",
+    "decision.figures.reason",
+    "decision.figures.reasons",
+    "sections",
+    "cameras",
+    "alerts",
+}
+
+
 def _keys(d: Any, prefix: str = "") -> set[str]:
     if not isinstance(d, dict):
         return set()
@@ -552,8 +604,8 @@ def test_tulsa_fixture_has_the_servers_shape(live_server: LiveServer) -> None:
     real = _keys(live)
     assert live["forecast"] is not None, "the real server gave no forecast to compare with"
     assert _keys(fixture) - real == set(), "fixture keys the server does not send"
-    missing = {k for k in real - _keys(fixture) if not k.startswith("decision.figures.")}
-    assert missing == set(), "server keys the fixture lacks"
+    assert DASHBOARD_READS - real == set(), "keys the dashboard reads that the server does not send"
+    assert DASHBOARD_READS - _keys(fixture) == set(), "keys the dashboard reads that the fixture lacks"
 
 
 def serve(page: Any, server: LiveServer, snap: dict[str, Any], history: list[dict[str, Any]]) -> None:
@@ -680,6 +732,7 @@ def test_reversal_while_cameras_are_down(context_at, live_server: LiveServer) ->
     assert hold_box and why_box and hold_box["y"] < why_box["y"]
     assert page.evaluate("() => getComputedStyle(document.querySelector('#decision-hold')).fontWeight") == "700"
     assert_layout(page, DECISION_PARTS, "#decision", ["#decision-why", "#decision-reasons li", "#decision-hold"])
+    assert axe_problems(page, ["#decision"], ["color-contrast"]) == []
     shoot(page, "dashboard-reversal-1440", docs=True)
 
 

@@ -235,6 +235,8 @@
     let status = "";
     let kind = "none";
     if (dec.frozen && dec.overrideBy) [status, kind] = [`final · set by ${dec.overrideBy}`, "override"];
+    else if (dec.frozen && (!dec.state || dec.state === "undecided"))
+      [status, kind] = ["deadline passed: the organizer must decide", "final"];
     else if (dec.frozen) [status, kind] = ["final", "final"];
     else if (dec.provisionalUntil && dec.state && dec.state !== "undecided")
       [status, kind] = [`provisional until ${clock(dec.provisionalUntil)}`, "provisional"];
