@@ -281,6 +281,7 @@ def test_broker_outage_loses_nothing_with_default_settings(
     assert len(sent) > OUTAGE_S * 10, "the edge kept counting during the outage"
     first_seen = list(dict.fromkeys(hub.seqs))
     assert first_seen == sorted(first_seen), "delivery order must equal seq order"
+    print(f"\n{len(sent)} seqs, 0 lost, {len(hub.seqs) - len(hub.unique())} duplicates ({first} reconnected first)")
 
 
 # ------------------------------------------------------------------------------------- garbage flood
