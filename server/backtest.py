@@ -27,7 +27,11 @@ from server.replay import Recorded, RegistrationsFigures, ReplayEngine
 from server.settings import Settings
 
 START = datetime(2026, 6, 20, 23, 0, tzinfo=UTC)
-SHAPES = ("gamma", "piecewise", "two_waves", "stall", "walk_up")
+SHAPES = ("usual", "gamma", "late_surge", "stall", "two_waves", "walk_up", "piecewise")
+SHAPE_MIX = (0.35, 0.15, 0.15, 0.1, 0.1, 0.1, 0.05)
+"""How often each arrival shape occurs in the bank: mostly crowds near the venue's usual pattern (each
+with its own timing), a third late surges, stalls, two waves and walk-ups, a few arbitrary ones."""
+USUAL_ANCHORS = ((0.0, 0.0), (0.25, 0.08), (0.375, 0.18), (0.5, 0.33), (0.625, 0.5), (0.75, 0.68), (0.875, 0.86), (0.96, 0.96), (1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,17 @@ def arrival_curve(kind: str, rng: np.random.Generator, minutes: np.ndarray, door
     """Cumulative share of the crowd in at each ``minutes`` (to start; doors at ``doors`` < 0), 1 at 0."""
     t = np.clip((minutes - doors) / -doors, 0.0, 1.0)  # 0 at doors, 1 at the start
     grid = np.linspace(0.0, 1.0, 401)
-    if kind == "gamma":
+    if kind == "usual":  # the venue's usual pattern, each event earlier or later and more or less spread
+        warp = rng.uniform(0.75, 1.35)
+        xs = np.array([a for a, _ in USUAL_ANCHORS])
+        ys = np.array([b for _, b in USUAL_ANCHORS])
+        cum = np.interp(grid**warp, xs, ys) + rng.normal(0, 0.01, grid.size).cumsum() * 0.05
+        cum = np.maximum.accumulate(np.clip(cum, 0, None))
+        return np.interp(t, grid, cum / cum[-1])
+    if kind == "late_surge":
+        mode = rng.uniform(0.75, 0.92)
+        rate = np.exp(-0.5 * ((grid - mode) / rng.uniform(0.07, 0.14)) ** 2) + rng.uniform(0.02, 0.2)
+    elif kind == "gamma":
         k, mode = rng.uniform(2.0, 7.0), rng.uniform(0.45, 0.85)
         theta = mode / (k - 1)
         rate = grid ** (k - 1) * np.exp(-grid / theta)
@@ -114,7 +128,7 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
     doors = -int(rng.choice([120, 180, 240]))
     deadline = -int(rng.choice([45, 60, 75]))
     threshold = 0.9
-    shape = SHAPES[index % len(SHAPES)]
+    shape = str(rng.choice(SHAPES, p=SHAPE_MIX))
     demand = int(capacity * rng.uniform(0.1, 1.1))
     n_cams = int(rng.integers(4, 7))
     n_sections = n_cams * 3

@@ -3,11 +3,13 @@
 Evaluated from doors-open to the overflow deadline with ``p = P(final >= target)`` from the forecast
 (``target = capacity x threshold``). The two mistakes do not cost the same:
 
-* ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %): a wrong cancel turns people away;
+* ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %), arrivals are not accelerating and
+  at least ``cancel_not_before`` of the doors-to-start window has passed: a wrong cancel turns people away;
 * ``overflow_needed`` when ``p >= needed_min_probability`` (default 80 %): keeping a stage costs money;
 * otherwise the state does not change.
 
-Hysteresis: a new state must be proposed continuously for ``hold_s`` (event time) before it is taken.
+Hysteresis: a new state must be proposed continuously for ``hold_s`` (event time; ``needed_hold_s`` for
+``overflow_needed``, shorter as it is cheap to undo) before it is taken.
 A decision never falls back to ``undecided``; before the deadline it is *reversed* when the evidence holds
 the opposite threshold as long (``reversed_from`` says so). At the deadline the state freezes; an
 ``undecided`` state at the deadline means the organizer must decide. An operator override also freezes it.
@@ -47,10 +49,17 @@ class DecisionRules:
     doors_open: datetime
     deadline: datetime | None
     hold_s: float = 300.0
+    """How long a cancel (or a reversal to cancel) must be argued for before it is taken."""
+    needed_hold_s: float = 120.0
+    """The same for ``overflow_needed``: shorter, because keeping a stage ready is cheap to undo."""
+    start: datetime | None = None
     cancel_max_risk: float = 0.02
     needed_min_probability: float = 0.8
     min_fitted_points: int = 3
     min_share_in: float = 0.2
+    cancel_not_before: float = 0.5
+    """No cancel before this share of the doors-to-start window has passed: however the early counts look,
+    a late surge cannot be ruled out that early, and a cancel is final."""
     """No decision while the forecast thinks less than this share of the final crowd is in (or queueing):
     before that, the answer would come from the prior over arrival shapes, not from this crowd."""
 
@@ -59,7 +68,17 @@ class DecisionRules:
         return self.capacity * self.threshold
 
 
-def propose(forecast: FinalForecast | None, rules: DecisionRules) -> DecisionState | None:
+def _progress(rules: DecisionRules, now: datetime) -> float:
+    """Share of the doors-to-start window passed (the start is the deadline's reference when known)."""
+    end = rules.start or rules.deadline
+    if end is None or end <= rules.doors_open:
+        return 1.0
+    return (now - rules.doors_open) / (end - rules.doors_open)
+
+
+def propose(
+    forecast: FinalForecast | None, rules: DecisionRules, now: datetime | None = None
+) -> DecisionState | None:
     """The state the forecast argues for, or None when it argues for nothing (yet)."""
     if forecast is None or forecast.p_reach_target is None:
         return None
@@ -68,6 +87,10 @@ def propose(forecast: FinalForecast | None, rules: DecisionRules) -> DecisionSta
     if forecast.method != "counted" and forecast.expected_share_in < rules.min_share_in:
         return None
     if forecast.p_reach_target <= rules.cancel_max_risk:
+        if forecast.accelerating:  # a crowd still speeding up is a late crowd, not a small one
+            return None
+        if now is not None and _progress(rules, now) < rules.cancel_not_before:
+            return None
         return DecisionState.cancel_overflow
     if forecast.p_reach_target >= rules.needed_min_probability:
         return DecisionState.overflow_needed
@@ -84,13 +107,14 @@ def step(
         return replace(memory, frozen=True, candidate=None, candidate_since=None)
     if now < rules.doors_open:
         return memory
-    proposal = propose(forecast, rules)
+    proposal = propose(forecast, rules, now)
     if proposal is None or proposal == memory.state:
         return replace(memory, candidate=None, candidate_since=None) if memory.candidate else memory
     if memory.candidate != proposal or memory.candidate_since is None:
         memory = replace(memory, candidate=proposal, candidate_since=now)
     assert memory.candidate_since is not None
-    if (now - memory.candidate_since).total_seconds() >= rules.hold_s:
+    hold = rules.needed_hold_s if proposal == DecisionState.overflow_needed else rules.hold_s
+    if (now - memory.candidate_since).total_seconds() >= hold:
         reversed_from = memory.state if memory.state != DecisionState.undecided else None
         return DecisionMemory(state=proposal, since=now, reversed_from=reversed_from)
     return memory

@@ -74,9 +74,9 @@ FAMILIES: dict[str, tuple[float, float, float]] = {
 STEADY_POWERS = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
 """``steady`` family: share = u^p (a constant arrival rate is p = 1; larger p: a rate that keeps rising)."""
 STEADY_PRIOR = 0.12
-TWO_WAVE_PRIOR = 0.18
-"""``two-wave`` family: a first wave (or a steady trickle) then a late wave; a plateau is not the end."""
-"""Shipped defaults for an arena concert/rally with doors 2-4 hours before the start."""
+TWO_WAVE_PRIOR = 0.2
+"""``two-wave`` family: a first wave (or a steady trickle) then a late wave; a plateau is not the end.
+Half of it is a steady trickle followed by the main rush, the commonest way a late crowd looks."""
 CENTRES = tuple(round(0.25 + 0.025 * i, 3) for i in range(31))  # 0.25 .. 1.0
 WIDTHS = tuple(round(0.04 * 1.12**i, 4) for i in range(17))  # 0.04 .. 0.24
 
@@ -114,15 +114,13 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
         for name, first in first_waves.items()
         for c in (0.7, 0.8, 0.9, 0.97)
         for w in (0.05, 0.08, 0.12)
-        for a in (0.2, 0.4, 0.6, 0.8)
+        for a in (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
     ]
+    trickles = sum(1 for m in mixes if m[0] == "trickle")
     for name, first, c, w, a in mixes:
         share = a * first + (1 - a) * _logistic(grid, c, w)
-        shapes.append(
-            ArrivalShape(
-                f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), TWO_WAVE_PRIOR / len(mixes)
-            )
-        )
+        prior = TWO_WAVE_PRIOR / 2 / (trickles if name == "trickle" else len(mixes) - trickles)
+        shapes.append(ArrivalShape(f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), prior))
     return tuple(shapes)
 
 
@@ -163,9 +161,11 @@ def build_shapes(
 def shape_from_minutes(
     name: str, family: str, curve: Sequence[tuple[float, float]], doors_min: float, prior: float
 ) -> ArrivalShape:
-    """A curve given as ``(minutes to start, share)`` points, for an event whose doors open ``doors_min``
-    (negative) minutes before the start; smooth between the points (monotone cubic, as crowds are)."""
-    span = -doors_min if doors_min < 0 else 1.0
+    """A curve given as ``(minutes to start, share)`` points, smooth between them (monotone cubic, as crowds
+    are). Its first point is taken as doors-open: an event whose doors open ``doors_min`` minutes before
+    the start gets the same curve compressed or stretched to its own window."""
+    first = min(m for m, _ in curve)
+    span = -first if first < 0 else (-doors_min if doors_min < 0 else 1.0)
     u = np.array([1.0 + m / span for m, _ in curve])
     s = np.array([v for _, v in curve])
     keep = u > 0
@@ -242,7 +242,7 @@ class Registrations:
 class ForecastParams:
     fit_sigma: float = 0.10
     """Log-residual a curve is allowed per fitted point (how far real crowds stray from smooth curves)."""
-    future_sigma: float = 0.30
+    future_sigma: float = 0.20
     """Relative doubt about the part of the crowd still to come, times (1 - share in)."""
     fit_step_min: float = 10.0
     """Series points used for the fit are at least this far apart (event time)."""
@@ -250,6 +250,8 @@ class ForecastParams:
     """Points with fewer than this share of capacity counted are not fitted (noise, staff)."""
     prior_base_weight: float = 0.8
     """Probability that honest-looking registrations carry information about the final."""
+    rate_sigma: float = 0.2
+    """Log-residual allowed for the people arriving between two series points (crowds come in bursts)."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,8 @@ class FinalForecast:
     fitted_points: int = 0
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
+    accelerating: bool = False
+    """People arrived faster in the last 20 minutes than in the 20 before (a late crowd, not a small one)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -283,6 +287,7 @@ class FinalForecast:
             "families": {k: round(v, 4) for k, v in self.families.items()},
             "fitted_points": self.fitted_points,
             "method": self.method,
+            "accelerating": self.accelerating,
             "reasons": list(self.reasons),
         }
 
@@ -355,21 +360,9 @@ def forecast_final(
         share_in, fams, post_prior, method = 0.0, {}, w_prior, "registrations"
         reasons.append("no arrivals counted yet: registrations only")
     else:
-        u = np.array([p[0] for p in pts])
-        counts = np.array([p[1] for p in pts])
-        y = np.log(counts)
-        # small early counts say little about the final: weight points by their size next to the latest
-        pw = np.minimum(1.0, counts / (0.25 * counts[-1]))
-        n_eff = float(pw.sum())
         bank = shapes if isinstance(shapes, ShapeBank) else ShapeBank(shapes)
-        s_mat = np.clip(bank.at(u), 1e-4, 1.0)  # (K, n)
-        resid = y[None, :] - np.log(s_mat)
-        beta = (resid * pw).sum(axis=1) / n_eff  # log of the raw final under each shape
-        rss = (((resid - beta[:, None]) ** 2) * pw).sum(axis=1)
+        beta, logw, sigma, n_eff = _fit_shapes(bank, pts, u_now, params, capacity)
         s_now = np.clip(bank.at(u_now)[:, 0], 1e-4, 1.0)
-        # when even the best shape fits badly, no shape deserves confidence: widen by the misfit
-        sigma = max(params.fit_sigma, math.sqrt(float(rss.min()) / max(n_eff - 2.0, 1.0)))
-        logw = bank.log_prior - rss / (2 * sigma**2)
         # a shape that says most of the crowd should already be in must also explain today's count
         keep = logw > logw.max() - 9.0  # shapes 8,000x less likely than the best add nothing
         families = bank.families[keep]
@@ -402,10 +395,7 @@ def forecast_final(
             method = "arrivals+registrations" if post_prior >= 0.05 else "arrivals"
         else:
             comp_mu, comp_sd, comp_w = mu_kj, sd_kj, w_kj
-        late = fams.get("late", 0.0) + fams.get("walk-up", 0.0)
-        if late >= 0.5:
-            reasons.append("arrivals still accelerating: a late crowd")
-        elif fams.get("stalling", 0.0) >= 0.5:
+        if fams.get("stalling", 0.0) >= 0.5:
             reasons.append("arrivals have slowed early")
         if len(pts) < 3:
             reasons.append("few counts so far: wide range")
@@ -418,6 +408,9 @@ def forecast_final(
     if queue_now > 0:
         reasons.append(f"{round(queue_now):,} people queueing outside")
 
+    accelerating = u_now < 1.0 and is_accelerating(series, minutes_per_u, capacity)
+    if accelerating:
+        reasons.insert(0, "arrivals still accelerating: a late crowd")
     floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
     dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
     p05, p50, p95 = dist.quantiles((0.05, 0.5, 0.95))
@@ -435,7 +428,53 @@ def forecast_final(
         fitted_points=len(pts),
         method=method,
         reasons=tuple(reasons),
+        accelerating=accelerating,
     )
+
+
+def is_accelerating(
+    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, window_min: float = 20.0
+) -> bool:
+    """More people arrived in the last ``window_min`` minutes than in the ``window_min`` before, by a
+    margin above counting noise (15 % and 0.5 % of capacity)."""
+    if len(series) < 3:
+        return False
+    u = np.array([p[0] for p in series])
+    a = np.array([p[1] for p in series])
+    w = window_min / max(minutes_per_u, 1e-6)
+    now = u[-1]
+    if now - u[0] < 2 * w - 1e-9:
+        return False
+    a1, a2 = np.interp([now - 2 * w, now - w], u, a)
+    recent, before = a[-1] - a2, a2 - a1
+    return bool(recent > 1.15 * before + 0.005 * capacity)
+
+
+def _fit_shapes(
+    bank: ShapeBank, pts: list[tuple[float, float]], u_now: float, params: ForecastParams, capacity: int
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Weigh every shape by how well it explains the *arrivals* between series points.
+
+    Each shape is anchored at the latest count (raw final ``beta = log(count / share_now)``) and predicts
+    the people arriving in each interval; log-residuals of those increments (floored at a noise level, so
+    a pause is a small number, not minus infinity) are nearly independent, unlike the levels. Returns
+    (beta, log weight, residual sigma, points).
+    """
+    u = np.array([p[0] for p in pts])
+    counts = np.array([p[1] for p in pts])
+    s_mat = np.clip(bank.at(u), 1e-5, 1.0)  # (K, n)
+    beta = np.log(counts[-1]) - np.log(s_mat[:, -1])
+    n = len(pts)
+    if n < 2:
+        return beta, bank.log_prior.copy(), params.rate_sigma, 1.0
+    floor = max(0.002 * capacity, 0.01 * counts[-1], 5.0)
+    inc = np.maximum(np.diff(counts), floor)
+    pred = np.maximum(np.exp(beta)[:, None] * np.diff(s_mat, axis=1), floor)
+    resid = np.log(inc)[None, :] - np.log(pred)
+    rss = (resid**2).sum(axis=1)
+    # when even the best shape explains the arrivals badly, no shape deserves confidence
+    sigma = max(params.rate_sigma, math.sqrt(float(rss.min()) / max(n - 2.0, 1.0)))
+    return beta, bank.log_prior - rss / (2 * sigma**2), sigma * params.fit_sigma / params.rate_sigma, float(n)
 
 
 def _fit_points(

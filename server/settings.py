@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         0.10, gt=0, le=1, description="Log-residual allowed per fitted series point (how far crowds stray from curves)."
     )
     forecast_future_sigma: float = Field(
-        0.30, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
+        0.20, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
     )
     cancel_max_risk: float = Field(
         0.02, gt=0, lt=0.5, description="Cancel the overflow only when P(final >= target) is at most this."
@@ -103,10 +103,16 @@ class Settings(BaseSettings):
         0.8, gt=0.5, lt=1, description="Overflow needed when P(final >= target) is at least this."
     )
     min_fitted_points: int = Field(3, ge=1, le=100, description="No decision on fewer series points (10 min apart).")
+    cancel_not_before: float = Field(
+        0.5, ge=0, le=1, description="No cancel before this share of the doors-to-start window has passed."
+    )
     min_share_in_for_decision: float = Field(
         0.2, ge=0, le=1, description="No decision while the forecast thinks less of the final crowd is in."
     )
-    decision_hold_s: float = Field(300.0, ge=0, description="A new decision must hold this long (event time).")
+    decision_hold_s: float = Field(300.0, ge=0, description="A cancel must be argued for this long (event time).")
+    needed_hold_s: float = Field(
+        120.0, ge=0, description="overflow_needed must be argued for this long (event time; cheap to undo)."
+    )
     record_file: Path | None = Field(
         None, description="Append every ingested MQTT message here (`turnout replay` format), for post-event review."
     )

@@ -159,10 +159,13 @@ class LiveHub:
                 doors_open=ev.doors_open,
                 deadline=ev.overflow_deadline,
                 hold_s=st.decision_hold_s,
+                needed_hold_s=min(st.needed_hold_s, st.decision_hold_s),
                 cancel_max_risk=st.cancel_max_risk,
                 needed_min_probability=st.needed_min_probability,
                 min_fitted_points=st.min_fitted_points,
                 min_share_in=st.min_share_in_for_decision,
+                cancel_not_before=st.cancel_not_before,
+                start=ev.start,
             )
         doors_min = (ev.doors_open - ev.start).total_seconds() / 60.0
         return EvalRules(
