@@ -272,7 +272,8 @@ class FinalForecast:
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
     accelerating: bool = False
-    """People arrived faster in the last 20 minutes than in the 20 before (a late crowd, not a small one)."""
+    """People arrive faster and faster (last 20 minutes against the 20 before), and kept up until the start
+    that could still reach the target: a late crowd, not a small one."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -408,8 +409,12 @@ def forecast_final(
     if queue_now > 0:
         reasons.append(f"{round(queue_now):,} people queueing outside")
 
-    accelerating = u_now < 1.0 and is_accelerating(series, minutes_per_u, capacity)
-    if accelerating:
+    surge = surge_reach(series, minutes_per_u, capacity) if u_now < 1.0 else None
+    # an accelerating crowd that could still reach the target, counted at the high end of the cameras' error
+    accelerating = surge is not None and (
+        target is None or surge * err.factor * math.exp(2.0 * bias_sd) >= target
+    )
+    if surge is not None:
         reasons.insert(0, "arrivals still accelerating: a late crowd")
     floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
     dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
@@ -432,22 +437,29 @@ def forecast_final(
     )
 
 
-def is_accelerating(
+def surge_reach(
     series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, window_min: float = 20.0
-) -> bool:
-    """More people arrived in the last ``window_min`` minutes than in the ``window_min`` before, by a
-    margin above counting noise (15 % and 0.5 % of capacity)."""
+) -> float | None:
+    """If more people arrived in the last ``window_min`` minutes than in the ``window_min`` before (by a
+    margin above counting noise), the count reached by the start should arrivals keep speeding up at that
+    pace (at most x1.5 per window); None when arrivals are not accelerating. Raw counts."""
     if len(series) < 3:
-        return False
+        return None
     u = np.array([p[0] for p in series])
     a = np.array([p[1] for p in series])
     w = window_min / max(minutes_per_u, 1e-6)
     now = u[-1]
-    if now - u[0] < 2 * w - 1e-9:
-        return False
+    if now - u[0] < 2 * w - 1e-9 or now >= 1.0:
+        return None
     a1, a2 = np.interp([now - 2 * w, now - w], u, a)
     recent, before = a[-1] - a2, a2 - a1
-    return bool(recent > 1.15 * before + 0.005 * capacity)
+    if recent <= 1.15 * before + 0.005 * capacity:
+        return None
+    growth = min(recent / max(before, 1e-9), 1.5)
+    windows = (1.0 - now) / w
+    whole = int(windows)
+    more = sum(recent * growth**k for k in range(1, whole + 1)) + recent * growth ** (whole + 1) * (windows - whole)
+    return float(a[-1] + more)
 
 
 def _fit_shapes(

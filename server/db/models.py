@@ -80,6 +80,8 @@ class Camera(Base):
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
     last_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_stream: Mapped[str | None] = mapped_column(String(64), default=None)
+    prev_stream: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Event(Base):

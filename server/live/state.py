@@ -17,6 +17,7 @@ from typing import Any
 
 from server.clock import Clock
 from server.decision import DecisionMemory
+from server.sequence import SeqMark, accept
 from turnout.contract import (
     CameraState,
     CountCalibration,
@@ -49,6 +50,9 @@ class CameraLive:
     last_seq: int | None = None
     status_state: str | None = None  # state of the last status message (to drop exact repeats)
     calibration: CountCalibration | None = None
+    last_stream: str | None = None
+    prev_stream: str | None = None
+    """The stream retired by the current one ("" an old edge without stream ids; None none yet)."""
 
 
 @dataclass
@@ -172,10 +176,14 @@ class LiveState:
             if cam is None:
                 self.reject("unknown_camera", f"{venue_id}/{camera_id}", "camera not configured for venue")
                 return
-            if cam.last_seq is not None and msg.seq <= cam.last_seq:
+            mark = SeqMark(cam.last_stream, cam.last_seq, cam.prev_stream) if cam.last_seq is not None else None
+            ok, seen = accept(mark, msg.stream, msg.seq)  # the documented rule (docs/mqtt.md, server.sequence)
+            if not ok:
                 self.counters["duplicate_or_old"] += 1
                 return
-            cam.last_seq = msg.seq
+            if mark is not None and seen.stream != mark.stream:
+                self.counters["new_stream"] += 1
+            cam.last_stream, cam.last_seq, cam.prev_stream = seen.stream, seen.seq, seen.retired
             cam.last_seen = now
             if cam.state in ("unknown", CameraState.OFFLINE.value):
                 cam.state = CameraState.ONLINE.value

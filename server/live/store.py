@@ -51,7 +51,10 @@ def load(s: Session, state: LiveState) -> tuple[dict[str, VenueLive], dict[str, 
             old_c.name = cam.name
             venues[cam.venue_id].cameras[cam.id] = old_c
         else:
-            venues[cam.venue_id].cameras[cam.id] = CameraLive(cam.id, cam.name, cam.state, None, cam.last_seen, cam.last_seq)
+            venues[cam.venue_id].cameras[cam.id] = CameraLive(
+                cam.id, cam.name, cam.state, None, cam.last_seen, cam.last_seq,
+                last_stream=cam.last_stream, prev_stream=cam.prev_stream,
+            )
     for st in s.scalars(select(SectionState)):
         v = venues.get(st.venue_id)
         if v is not None and (st.section_id, st.camera_id) not in v.readings:
@@ -188,7 +191,7 @@ def flush(s: Session, state: LiveState) -> None:
             for cid in venue.dirty_cameras:
                 c = venue.cameras.get(cid)
                 if c is not None:
-                    cams.append((venue.id, c.id, c.state, c.last_seen, c.last_seq))
+                    cams.append((venue.id, c.id, c.state, c.last_seen, c.last_seq, c.last_stream, c.prev_stream))
             venue.dirty = set()
             venue.dirty_cameras = set()
     if not rows and not cams:
@@ -215,8 +218,16 @@ def flush(s: Session, state: LiveState) -> None:
         s,
         Camera,
         [
-            {"venue_id": vid, "id": cid, "state": st, "last_seen": last_seen, "last_seq": last_seq}
-            for vid, cid, st, last_seen, last_seq in cams
+            {
+                "venue_id": vid,
+                "id": cid,
+                "state": st,
+                "last_seen": last_seen,
+                "last_seq": last_seq,
+                "last_stream": last_stream,
+                "prev_stream": prev_stream,
+            }
+            for vid, cid, st, last_seen, last_seq, last_stream, prev_stream in cams
         ],
         ["venue_id", "id"],
     )

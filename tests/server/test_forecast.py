@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ from server.decision import DecisionMemory, DecisionRules, DecisionState, propos
 from server.forecast import (
     CountError,
     FinalForecast,
-    ForecastParams,
     Registrations,
     ShapeBank,
     build_shapes,
@@ -76,16 +76,16 @@ def test_a_queue_outside_raises_the_forecast_and_its_floor() -> None:
 def test_registrations_weigh_less_as_they_look_inflated_and_never_switch() -> None:
     shares = np.linspace(0.0, 0.9, 91)
     weights = [prior_weight(Registrations(30_000, float(s), 0.6, 0.5), CAP, 0.8) for s in shares]
-    assert all(a >= b for a, b in zip(weights, weights[1:], strict=False))
+    assert all(a >= b for a, b in pairwise(weights))
     assert weights[0] > 0.7 and weights[-1] < 0.01
-    assert max(a - b for a, b in zip(weights, weights[1:], strict=False)) < 0.03  # smooth, no switch
+    assert max(a - b for a, b in pairwise(weights)) < 0.03  # smooth, no switch
     # a million registrations for 19,000 seats count for almost nothing even before any are suspect
     assert prior_weight(Registrations(1_000_000, 0.0, 0.6, 0.5), CAP, 0.8) < 0.1
     # and the forecast moves smoothly with them: no minute-to-minute jumps from a prior turning on and off
     series = minutes_series(lambda m: 9000 * max(m + 210, 0) / 120, -90)
     counts = list(range(10_000, 60_001, 2_500))
     runs = [fc(series, reg=Registrations(n, 0.1, 0.6, 0.5)) for n in counts]
-    for (n0, a), (n1, b) in zip(zip(counts, runs), zip(counts[1:], runs[1:]), strict=False):
+    for (n0, a), (n1, b) in pairwise(zip(counts, runs, strict=True)):
         # the forecast follows the registrations less than one for one, and the weight drifts, never jumps
         assert abs(np.log(b.p50 / a.p50)) < 0.6 * np.log(n1 / n0)
         assert abs(b.prior_weight - a.prior_weight) < 0.2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ class Timeline:
 
     def transitions(self) -> int:
         s = [x for _, x in self.states()]
-        return sum(1 for a, b in zip(s, s[1:], strict=False) if a != b)
+        return sum(1 for a, b in pairwise(s) if a != b)
 
     def describe(self) -> str:
         rows = [t for t in self.ticks if round(self.minute(t)) % 15 == 0]
@@ -129,4 +130,4 @@ def test_crowd_at_the_threshold_does_not_flip_flop(engine: ReplayEngine) -> None
     assert tl.transitions() <= 1, tl.describe()
     # the probability moves smoothly: no minute-to-minute jumps like the old prior on/off switch
     ps = [t["p_reach_target"] for t in tl.ticks if t["p_reach_target"] is not None and -150 <= tl.minute(t) <= -60]
-    assert max(abs(a - b) for a, b in zip(ps, ps[1:], strict=False)) < 0.2
+    assert max(abs(a - b) for a, b in pairwise(ps)) < 0.2
