@@ -16,12 +16,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.db.models import Camera, Event, Section, Venue
-from turnout.contract import ID_PATTERN
+from turnout.contract import ID_PATTERN, RESERVED_CAMERA_IDS
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
 # Camera ids are MQTT topic levels next to the venue's own topics: these would be read as something else
-RESERVED_CAMERA_IDS = frozenset({"alerts", "cmd", "status", "occupancy", "layout", "snapshot"})
 # Times the live evaluation can do arithmetic on (years 1 or 9999 overflow it)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)

@@ -37,7 +37,9 @@ def arrival_rate(series: tuple[SeriesPoint, ...], attendance: int, now: datetime
     if not past:
         return None
     minutes = (now - past[0].ts).total_seconds() / 60.0
-    return round((attendance - past[0].attendance) / minutes, 2) if minutes > 0 else None
+    if minutes < min(window_s / 60.0, 5.0) / 2:  # a few seconds of history make no rate
+        return None
+    return round((attendance - past[0].attendance) / minutes, 2)
 
 
 def live_json(snap: EventSnapshot, alerts: list[dict[str, Any]], rate_window_s: float) -> dict[str, Any]:
