@@ -109,19 +109,26 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
     first_waves = {"trickle": grid} | {
         f"{c}/{w}": _logistic(grid, c, w) for c in (0.2, 0.3, 0.4, 0.5) for w in (0.05, 0.1)
     }
+    # the late wave starts sharply (a normal curve: people come for the act, not a little earlier)
     mixes = [
         (name, first, c, w, a)
         for name, first in first_waves.items()
-        for c in (0.7, 0.8, 0.9, 0.97)
-        for w in (0.05, 0.08, 0.12)
-        for a in (0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
+        for c in (0.7, 0.8, 0.9, 0.97, 1.02)
+        for w in (0.04, 0.07, 0.11)
+        # a trickle can be a small part of the crowd; a first wave is a real part of it
+        for a in ((0.1, 0.2, 0.4) if name == "trickle" else (0.3, 0.5, 0.7, 0.85))
     ]
     trickles = sum(1 for m in mixes if m[0] == "trickle")
     for name, first, c, w, a in mixes:
-        share = a * first + (1 - a) * _logistic(grid, c, w)
+        share = a * first + (1 - a) * _normal_wave(grid, c, w)
         prior = TWO_WAVE_PRIOR / 2 / (trickles if name == "trickle" else len(mixes) - trickles)
         shapes.append(ArrivalShape(f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), prior))
     return tuple(shapes)
+
+
+def _normal_wave(u: np.ndarray, center: float, sd: float) -> np.ndarray:
+    raw = ndtr((u - center) / sd)
+    return (raw - raw[0]) / (raw[-1] - raw[0])
 
 
 def _logistic(u: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -418,7 +425,8 @@ def forecast_final(
         reasons.insert(0, "arrivals still accelerating: a late crowd")
     floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
     dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
-    p05, p50, p95 = dist.quantiles((0.05, 0.5, 0.95))
+    # attendance cannot exceed what the venue holds (more demand is what the overflow event is for)
+    p05, p50, p95 = (min(q, float(capacity)) for q in dist.quantiles((0.05, 0.5, 0.95)))
     p_reach = None if target is None else float(1.0 - dist.cdf_below(target))
     return FinalForecast(
         p05=p05,

@@ -45,14 +45,15 @@ def replay(
     engine = ReplayEngine(settings)
     try:
         with recording.open(encoding="utf-8") as fh:
-            engine.run(
-                setup,
-                read_recording(fh),
-                lambda line: sink.write(json.dumps(line, separators=(",", ":")) + "\n"),
-                event=event,
-                registrations=registrations,
-                tick_s=tick_s,
-            )
+            messages = list(read_recording(fh))  # the whole file is checked before anything is replayed
+        engine.run(
+            setup,
+            messages,
+            lambda line: sink.write(json.dumps(line, separators=(",", ":")) + "\n"),
+            event=event,
+            registrations=registrations,
+            tick_s=tick_s,
+        )
     except RecordingError as exc:
         typer.echo(f"{recording}: {exc}", err=True)
         raise typer.Exit(2) from None

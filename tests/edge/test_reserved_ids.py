@@ -20,7 +20,7 @@ cameras:
 """
 
 
-@pytest.mark.parametrize("cid", sorted(RESERVED_CAMERA_IDS) + ["Alerts"])
+@pytest.mark.parametrize("cid", [*sorted(RESERVED_CAMERA_IDS), "Alerts"])
 def test_reserved_camera_ids_are_refused(tmp_path: Path, cid: str) -> None:
     path = tmp_path / "edge.yaml"
     path.write_text(CONFIG.format(cid=cid))
