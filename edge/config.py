@@ -27,7 +27,7 @@ from shapely.geometry import Point as ShapelyPoint
 from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
-from turnout.contract import ID_PATTERN, RESERVED_CAMERA_IDS, CountCalibration
+from turnout.contract import ID_PATTERN, CountCalibration, check_camera_id
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Point = tuple[float, float]
@@ -231,9 +231,7 @@ class CameraConfig(_Strict):
     @field_validator("id")
     @classmethod
     def _not_reserved(cls, cid: str) -> str:
-        if cid.lower() in RESERVED_CAMERA_IDS:
-            raise ValueError(f"camera id {cid!r} is a reserved topic word; use another (reserved: {sorted(RESERVED_CAMERA_IDS)})")
-        return cid
+        return check_camera_id(cid)
     source: str | int = Field(description="Video file, rtsp://, http(s):// (MJPEG) URL, or USB index.")
     loop: bool = Field(True, description="Video files: start again at the end.")
     realtime: bool = Field(True, description="Video files: play at native speed (false: as fast as possible).")

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.db.models import Camera, Event, Section, Venue
-from turnout.contract import ID_PATTERN, RESERVED_CAMERA_IDS
+from turnout.contract import ID_PATTERN, check_camera_id
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -70,9 +70,7 @@ class CameraIn(_Strict):
     @field_validator("id")
     @classmethod
     def _not_reserved(cls, cid: str) -> str:
-        if cid.lower() in RESERVED_CAMERA_IDS:
-            raise ValueError(f"{cid!r} is reserved (a topic of the venue); reserved: {sorted(RESERVED_CAMERA_IDS)}")
-        return cid
+        return check_camera_id(cid)
 
 
 class VenueIn(_Strict):

@@ -48,10 +48,14 @@ RESERVED_CAMERA_IDS = frozenset({"alerts", "cmd", "layout", "occupancy", "result
 a camera (broker user ``{venue}/{camera}``) named after a topic segment could write where others read."""
 
 
-def _not_reserved(camera: str) -> str:
-    if camera in RESERVED_CAMERA_IDS:
-        raise ValueError(f"camera id {camera!r} is reserved (topic segment); reserved: {sorted(RESERVED_CAMERA_IDS)}")
+def check_camera_id(camera: str) -> str:
+    """``camera`` unless it is a reserved topic word (any letter case); ValueError naming it otherwise."""
+    if camera.lower() in RESERVED_CAMERA_IDS:
+        raise ValueError(
+            f"camera id {camera!r} is a reserved topic word; use another (reserved: {sorted(RESERVED_CAMERA_IDS)})"
+        )
     return camera
+
 
 
 CameraId = Annotated[
@@ -61,7 +65,7 @@ CameraId = Annotated[
         description="Camera identifier: letters, digits, '_' or '-', not a reserved topic segment.",
         json_schema_extra={"not": {"enum": sorted(RESERVED_CAMERA_IDS)}},
     ),
-    AfterValidator(_not_reserved),
+    AfterValidator(check_camera_id),
 ]
 StreamId = Annotated[str, Field(pattern=ID_PATTERN, description="Stream identity (see `Occupancy.stream`).")]
 
@@ -123,7 +127,7 @@ def _check_id(value: str) -> str:
 
 
 def _check_camera(value: str) -> str:
-    return _not_reserved(_check_id(value))
+    return check_camera_id(_check_id(value))
 
 
 # ------------------------------------------------------------------------------------------- payloads

@@ -265,20 +265,7 @@ class LiveHub:
         return result
 
     def _raise(self, s: Session, spec: AlertSpec, now: datetime) -> None:
-        self.alerts.raise_or_update(
-            s,
-            id=spec.id,
-            venue=spec.venue,
-            event=spec.event,
-            kind=spec.kind,
-            subject=spec.subject,
-            state=spec.state,
-            active=spec.active,
-            severity=spec.severity,
-            message=spec.message,
-            figures=spec.figures,
-            now=now,
-        )
+        self.alerts.raise_or_update(s, **vars(spec), now=now)
 
     def flush(self, s: Session) -> None:
         """Save changed section readings and camera states (what a restart reloads)."""
