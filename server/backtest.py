@@ -10,7 +10,6 @@ file and a recording exactly as `turnout replay` reads them, and is replayed by 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -370,7 +369,7 @@ def summarise(outcomes: list[Outcome]) -> Summary:
     )
 
 
-def report(summary: Summary, outcomes: list[Outcome]) -> Iterator[str]:
+def report(summary: Summary, outcomes: list[Outcome], verbose: bool = False) -> Iterator[str]:
     s = summary
     yield f"events: {s.events}"
     yield f"wrong cancels (final >= target, cancelled at any moment): {s.wrong_cancels}   [target 0]"
@@ -389,10 +388,22 @@ def report(summary: Summary, outcomes: list[Outcome]) -> Iterator[str]:
         yield f"median |p50 - final| / final at T{mark}: {err:.1%}"
     cov = "n/a" if s.interval_coverage_90 is None else f"{s.interval_coverage_90:.1%}"
     yield f"p05-p95 holds the final at T-90: {cov}   [target 85-95 %]"
+    yield "by arrival shape: events | cancelled by the deadline (final <= 60 %) | needed (final >= 105 %) | wrong cancels"
+    for shape in SHAPES:
+        group = [o for o in outcomes if o.event.shape == shape]
+        if not group:
+            continue
+        low = [o for o in group if o.event.final <= 0.6 * o.event.target]
+        high = [o for o in group if o.event.final >= 1.05 * o.event.target]
+        wrong = sum(1 for o in group if o.event.final >= o.event.target and o.cancelled_at)
+        yield (
+            f"  {shape:11s} {len(group):5d} | {sum(o.cancelled_by_deadline for o in low):4d}/{len(low):<4d}"
+            f" | {sum(o.needed_by_deadline for o in high):4d}/{len(high):<4d} | {wrong}"
+        )
     for o in outcomes:
         if o.event.final >= o.event.target and o.cancelled_at:
             yield f"  WRONG CANCEL: {o.event}"
-    if not math.isnan(s.cancel_rate_low) and s.cancel_rate_low < 0.9:
+    if verbose:
         for o in outcomes:
             if o.event.final <= 0.6 * o.event.target and not o.cancelled_by_deadline:
                 yield f"  missed cancel: {o.event}"

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 VERSION = 1
 PREFIX = f"turnout/v{VERSION}"
@@ -46,6 +46,19 @@ SEQ_LIMIT = 2**53
 RESERVED_CAMERA_IDS = frozenset({"alerts", "cmd", "layout", "occupancy", "result", "snapshot", "status"})
 """Topic segments that are never camera ids: ``turnout/v1/{venue}/alerts/...`` is the venue's alert space, and
 a camera (broker user ``{venue}/{camera}``) named after a topic segment could write where others read."""
+
+
+TS_MIN_YEAR, TS_MAX_YEAR = 2000, 2100
+"""Timestamps outside these years are a broken clock, not an event (payloads are refused)."""
+
+
+def check_utc(ts: datetime) -> datetime:
+    """``ts`` if it carries the UTC offset and lies in a sane window of years; ValueError otherwise."""
+    if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("ts must carry the UTC offset (…Z or +00:00)")
+    if not TS_MIN_YEAR <= ts.year < TS_MAX_YEAR:
+        raise ValueError(f"ts year {ts.year} is outside {TS_MIN_YEAR}-{TS_MAX_YEAR - 1}: is the clock set?")
+    return ts
 
 
 def check_camera_id(camera: str) -> str:
@@ -146,9 +159,9 @@ class SectionCount(_Payload):
     """One seating section as seen by one camera in one analysed frame (after hysteresis)."""
 
     id: Id
-    seats: int = Field(ge=0, le=1_000_000, description="Seats in the section (from the edge config).")
-    occupied: int = Field(ge=0, le=1_000_000, description="Occupied seats; never more than `seats`.")
-    people: int = Field(ge=0, le=1_000_000, description="Persons seen in the section, standing included.")
+    seats: StrictInt = Field(ge=0, le=1_000_000, description="Seats in the section (from the edge config).")
+    occupied: StrictInt = Field(ge=0, le=1_000_000, description="Occupied seats; never more than `seats`.")
+    people: StrictInt = Field(ge=0, le=1_000_000, description="Persons seen in the section, standing included.")
 
     @model_validator(mode="after")
     def _occupied_within_seats(self) -> SectionCount:
@@ -162,9 +175,9 @@ class Processing(_Payload):
 
     fps: float = Field(ge=0, le=10_000, description="Analysed frames per second over the last interval.")
     latency_ms: float = Field(ge=0, le=3_600_000, description="Capture-to-count latency of this frame.")
-    frames: int = Field(ge=0, description="Frames analysed since the edge started.")
-    tiles: int = Field(ge=1, le=4096, default=1, description="Detector tiles per analysed frame.")
-    dropped: int = Field(ge=0, default=0, description="Messages dropped by the store-and-forward bound.")
+    frames: StrictInt = Field(ge=0, description="Frames analysed since the edge started.")
+    tiles: StrictInt = Field(ge=1, le=4096, default=1, description="Detector tiles per analysed frame.")
+    dropped: StrictInt = Field(ge=0, default=0, description="Messages dropped by the store-and-forward bound.")
 
 
 class Occupancy(_Payload):
@@ -173,7 +186,7 @@ class Occupancy(_Payload):
     v: Literal[1] = 1
     venue: Id
     camera: CameraId
-    seq: int = Field(ge=0, lt=SEQ_LIMIT, description="Strictly increasing within a stream, below 2^53; see `stream`.")
+    seq: StrictInt = Field(ge=0, lt=SEQ_LIMIT, description="Strictly increasing within a stream, below 2^53; see `stream`.")
     stream: StreamId | None = Field(
         default=None,
         description="Identity of the seq counter (one per edge state file): a new stream restarts the seq order.",
@@ -186,9 +199,7 @@ class Occupancy(_Payload):
     @field_validator("ts")
     @classmethod
     def _utc(cls, ts: datetime) -> datetime:
-        if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
-            raise ValueError("ts must carry the UTC offset (…Z or +00:00)")
-        return ts
+        return check_utc(ts)
 
     @model_validator(mode="after")
     def _unique_sections(self) -> Occupancy:
@@ -214,7 +225,7 @@ class CountCalibration(_Payload):
 
     bias: float = Field(gt=0.2, lt=5.0, description="Mean of count / true count on the calibration frames.")
     spread: float = Field(ge=0.0, lt=2.0, description="Standard deviation of count / true count.")
-    frames: int = Field(ge=1, le=1_000_000, description="Calibration frames (manual counts) behind the figures.")
+    frames: StrictInt = Field(ge=1, le=1_000_000, description="Calibration frames (manual counts) behind the figures.")
     at: datetime | None = Field(default=None, description="When the calibration was made, UTC.")
 
 
@@ -234,9 +245,7 @@ class Status(_Payload):
     @field_validator("ts")
     @classmethod
     def _utc(cls, ts: datetime) -> datetime:
-        if ts.tzinfo is None or ts.utcoffset() != UTC.utcoffset(None):
-            raise ValueError("ts must carry the UTC offset (…Z or +00:00)")
-        return ts
+        return check_utc(ts)
 
 
 class AlertKind(StrEnum):
@@ -289,8 +298,8 @@ class Snapshot(_Payload):
     camera: Id
     request_id: str = Field(max_length=64)
     ts: datetime
-    width: int | None = Field(default=None, ge=1, le=16384)
-    height: int | None = Field(default=None, ge=1, le=16384)
+    width: StrictInt | None = Field(default=None, ge=1, le=16384)
+    height: StrictInt | None = Field(default=None, ge=1, le=16384)
     content_type: Literal["image/jpeg"] = "image/jpeg"
     jpeg_b64: str | None = Field(
         default=None, max_length=(MAX_SNAPSHOT_BYTES * 4) // 3 + 4, description="Base64 of the JPEG bytes."
