@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 the backtest missed a target (``--check``), 2 bad input (n
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,12 @@ def register(root: typer.Typer) -> None:
     root.command("backtest")(backtest)
 
 
+def _quiet() -> None:
+    """Alerts go to the timeline (replay) or the summary (backtest), not to the log."""
+    for name in ("server", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def replay(
     recording: Path = typer.Argument(..., help="Recording: one MQTT message per line (JSON), in time order."),
     setup: Path = typer.Option(..., "--setup", help="Venue/event YAML (as for `turnout server load`)."),
@@ -28,6 +35,7 @@ def replay(
     tick_s: float = typer.Option(60.0, help="Evaluate every this many seconds of event time."),
 ) -> None:
     """Replay a recording through the server's ingest, forecast, decision and alerts (no broker)."""
+    _quiet()
     from server.recording import RecordingError, read_recording
     from server.replay import ReplayEngine
     from server.settings import SettingsError, load_settings
@@ -75,6 +83,7 @@ def backtest(
     check: bool = typer.Option(False, help="Exit 1 when a target is missed."),
 ) -> None:
     """Run a seeded bank of simulated events through `turnout replay`'s code and print the decision record."""
+    _quiet()
     from server.backtest import meets_targets, report, run_bank, summarise
     from server.settings import SettingsError, load_settings
 
