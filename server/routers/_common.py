@@ -19,6 +19,7 @@ class ErrorOut(BaseModel):
 
 
 _DESCRIPTIONS = {
+    400: "Body is not UTF-8 (FastAPI cannot parse it)",
     401: "No token, or an invalid, expired or revoked one",
     403: "The user's role is too low",
     404: "No such item",
@@ -26,7 +27,9 @@ _DESCRIPTIONS = {
     411: "Content-Length header required",
     413: "Body larger than the limit",
     429: "Too many failed attempts: try again after Retry-After seconds",
+    502: "The edge device answered with an invalid message",
     503: "Not available right now",
+    504: "The edge device did not answer in time",
 }
 
 

@@ -46,7 +46,7 @@ def login_throttle(request: Request) -> LoginThrottle:
     return throttle
 
 
-@router.post("/login", response_model=LoginOut, responses=errors(401, 429))
+@router.post("/login", response_model=LoginOut, responses=errors(400, 401, 429))
 def post_login(
     body: LoginIn,
     request: Request,

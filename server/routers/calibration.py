@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from server.auth import Role, require_role
+from server.routers._common import errors, unprocessable
 from turnout import contract
 
 router = APIRouter(prefix="/api/v1/calibration", tags=["calibration"])
@@ -76,7 +77,7 @@ class Relay:
 
 def _relay(request: Request) -> Relay:
     mqtt = getattr(request.app.state, "mqtt", None)
-    if mqtt is None:
+    if mqtt is None or not request.app.state.settings.mqtt_enabled:
         raise HTTPException(503, "MQTT is disabled on this server (mqtt_enabled: false)")
     relay = getattr(request.app.state, "calibration_relay", None)
     if relay is None:
@@ -88,10 +89,14 @@ def _check_camera(venue: str, camera: str) -> None:
     try:
         contract.snapshot_topic(venue, camera)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), ("path", "camera")) from None
 
 
-@router.get("/cameras", dependencies=[Depends(require_role(Role.operator))])
+# What the edge-facing routes answer besides 200 and 422 (an unreachable or silent edge, a refused request).
+EDGE_ERRORS = errors(400, 401, 403, 409, 502, 503, 504)
+
+
+@router.get("/cameras", dependencies=[Depends(require_role(Role.operator))], responses=errors(401, 403))
 def cameras(request: Request) -> list[dict[str, Any]]:
     """Edge cameras known to the server (simulated ``sim-*`` cameras cannot be calibrated)."""
     hub = request.app.state.hub
@@ -104,7 +109,7 @@ def cameras(request: Request) -> list[dict[str, Any]]:
     return sorted(out, key=lambda c: (c["venue"], c["camera"]))
 
 
-@router.post("/{venue}/{camera}/snapshot", dependencies=[Depends(require_role(Role.operator))])
+@router.post("/{venue}/{camera}/snapshot", dependencies=[Depends(require_role(Role.operator))], responses=EDGE_ERRORS)
 async def snapshot(venue: str, camera: str, request: Request, body: SnapshotBody | None = None) -> JSONResponse:
     """One snapshot from the edge camera (JPEG as base64, plus its current zones); never stored."""
     _check_camera(venue, camera)
@@ -123,7 +128,7 @@ async def snapshot(venue: str, camera: str, request: Request, body: SnapshotBody
     return JSONResponse(snap.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
-@router.put("/{venue}/{camera}/layout", dependencies=[Depends(require_role(Role.operator))])
+@router.put("/{venue}/{camera}/layout", dependencies=[Depends(require_role(Role.operator))], responses=EDGE_ERRORS)
 async def layout(venue: str, camera: str, body: LayoutBody, request: Request) -> dict[str, Any]:
     """Send new zones to the edge (retained) and return its verdict: ``{ok, errors, request_id}``."""
     _check_camera(venue, camera)
@@ -131,7 +136,7 @@ async def layout(venue: str, camera: str, body: LayoutBody, request: Request) ->
     try:
         msg = contract.Layout(request_id=uuid.uuid4().hex, **body.model_dump())
     except ValidationError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc)) from None
     topic = contract.layout_topic(venue, camera)
     payload = msg.to_json()
     try:

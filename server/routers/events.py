@@ -64,7 +64,7 @@ def get_event(event_id: str, session: Session = Depends(get_session)) -> dict:
     "/{event_id}",
     dependencies=[Depends(require_role(Role.admin))],
     response_model=EventOut,
-    responses=errors(401, 403),
+    responses=errors(400, 401, 403),
 )
 def put_event(event_id: str, body: EventIn, request: Request, session: Session = Depends(get_session)) -> dict:
     """Create or replace an event (admin). 422 when the venue is unknown or the body id differs from the path."""
@@ -102,7 +102,7 @@ class OverrideIn(BaseModel):
     state: Literal["cancel_overflow", "overflow_needed", "undecided", "auto"]
 
 
-@router.post("/{event_id}/decision/override", response_model=DecisionOut, responses=errors(*WRITE, 409))
+@router.post("/{event_id}/decision/override", response_model=DecisionOut, responses=errors(400, *WRITE, 409))
 def override_decision(
     event_id: str, body: OverrideIn, request: Request, user: User = Depends(require_role(Role.operator))
 ) -> dict:

@@ -53,7 +53,7 @@ def get_venue(venue_id: str, session: Session = Depends(get_session)) -> dict:
     "/{venue_id}",
     dependencies=[Depends(require_role(Role.admin))],
     response_model=VenueOut,
-    responses=errors(401, 403),
+    responses=errors(400, 401, 403),
 )
 def put_venue(venue_id: str, body: VenueIn, request: Request, session: Session = Depends(get_session)) -> dict:
     if body.id != venue_id:
