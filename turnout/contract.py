@@ -61,6 +61,13 @@ def check_utc(ts: datetime) -> datetime:
     return ts
 
 
+def not_a_number(value: object) -> object:
+    """Before-validator of ``ts``: a JSON number is not an ISO 8601 string (pydantic would read epoch seconds)."""
+    if isinstance(value, int | float):
+        raise ValueError("ts must be an ISO 8601 string, not a number")
+    return value
+
+
 def check_camera_id(camera: str) -> str:
     """``camera`` unless it is a reserved topic word (any letter case); ValueError naming it otherwise."""
     if camera.lower() in RESERVED_CAMERA_IDS:
@@ -173,8 +180,8 @@ class SectionCount(_Payload):
 class Processing(_Payload):
     """How the numbers were produced, for operators and for the server's health view."""
 
-    fps: float = Field(ge=0, le=10_000, description="Analysed frames per second over the last interval.")
-    latency_ms: float = Field(ge=0, le=3_600_000, description="Capture-to-count latency of this frame.")
+    fps: float = Field(strict=True, ge=0, le=10_000, description="Analysed frames per second over the last interval.")
+    latency_ms: float = Field(strict=True, ge=0, le=3_600_000, description="Capture-to-count latency of this frame.")
     frames: StrictInt = Field(ge=0, description="Frames analysed since the edge started.")
     tiles: StrictInt = Field(ge=1, le=4096, default=1, description="Detector tiles per analysed frame.")
     dropped: StrictInt = Field(ge=0, default=0, description="Messages dropped by the store-and-forward bound.")
@@ -201,6 +208,8 @@ class Occupancy(_Payload):
     def _utc(cls, ts: datetime) -> datetime:
         return check_utc(ts)
 
+    _ts_string = field_validator("ts", mode="before")(not_a_number)
+
     @model_validator(mode="after")
     def _unique_sections(self) -> Occupancy:
         ids = [s.id for s in self.sections]
@@ -223,8 +232,8 @@ class CountCalibration(_Payload):
     and carries ``spread`` into the forecast; a camera without calibration counts as +-25 % of unknown sign.
     """
 
-    bias: float = Field(gt=0.2, lt=5.0, description="Mean of count / true count on the calibration frames.")
-    spread: float = Field(ge=0.0, lt=2.0, description="Standard deviation of count / true count.")
+    bias: float = Field(strict=True, gt=0.2, lt=5.0, description="Mean of count / true count on the calibration frames.")
+    spread: float = Field(strict=True, ge=0.0, lt=2.0, description="Standard deviation of count / true count.")
     frames: StrictInt = Field(ge=1, le=1_000_000, description="Calibration frames (manual counts) behind the figures.")
     at: datetime | None = Field(default=None, description="When the calibration was made, UTC.")
 
@@ -246,6 +255,8 @@ class Status(_Payload):
     @classmethod
     def _utc(cls, ts: datetime) -> datetime:
         return check_utc(ts)
+
+    _ts_string = field_validator("ts", mode="before")(not_a_number)
 
 
 class AlertKind(StrEnum):
