@@ -9,6 +9,9 @@
 
 Starts a private Mosquitto (large queues, so the broker never drops) unless --broker HOST:PORT is given;
 the server side runs in this process on a throwaway SQLite.
+
+Each run prints sent, applied, lost (sent and never applied, matched by (camera, seq)) and duplicates
+(re-deliveries refused by the sequence rule); the exit status is 1 when any message was lost.
 """
 
 from __future__ import annotations
@@ -145,17 +148,19 @@ def throughput(broker: str, n_cameras: int, total: int, procs: int) -> dict:
     per_cam = max(1, total // n_cameras)
     expected = per_cam * n_cameras
     times: list[float] = []
+    applied: list[tuple[str, int]] = []
     done = threading.Event()
 
     def on_msg(msg: Occupancy) -> None:
         times.append(time.perf_counter())
+        applied.append((msg.camera, msg.seq))
         if len(times) >= expected:
             done.set()
 
     hub.observe(on_msg)
     cpu0 = _cpu()
     ps = _spawn(broker, venue, cams, per_cam, None, procs)
-    done.wait(timeout=300)
+    _wait_quiet(done, times, first_s=60, quiet_s=10)
     cpu = _cpu() - cpu0
     for p in ps:
         p.join(30)
@@ -170,6 +175,7 @@ def throughput(broker: str, n_cameras: int, total: int, procs: int) -> dict:
         "msg_per_s": (got - 1) / span if got > 1 else 0.0,
         "rejected": hub.counters["malformed"],
         "msg_per_cpu_s": got / cpu if cpu > 0 else float("nan"),
+        **_delivery(cams, per_cam, applied, hub),
     }
 
 
@@ -178,9 +184,11 @@ def latency(broker: str, n_cameras: int, seconds: int, procs: int) -> dict:
     hub, bridge = _server(broker, venue, n_cameras)
     cams = [f"c{i:04d}" for i in range(n_cameras)]
     lat: list[float] = []
+    applied: list[tuple[str, int]] = []
 
     def on_msg(msg: Occupancy) -> None:
         lat.append((datetime.now(UTC) - msg.ts).total_seconds() * 1000)
+        applied.append((msg.camera, msg.seq))
 
     hub.observe(on_msg)
     stop = threading.Event()
@@ -199,7 +207,7 @@ def latency(broker: str, n_cameras: int, seconds: int, procs: int) -> dict:
     ps = _spawn(broker, venue, cams, seconds, 1.0, procs)
     for p in ps:
         p.join(seconds + 120)
-    time.sleep(1)
+    _wait_quiet(threading.Event(), applied, first_s=0, quiet_s=2, until=n_cameras * seconds)
     stop.set()
     worker.join(10)
     bridge.stop()
@@ -211,6 +219,32 @@ def latency(broker: str, n_cameras: int, seconds: int, procs: int) -> dict:
         "p99_ms": float(np.percentile(arr, 99)),
         "max_ms": float(arr.max()),
         "mean_ms": statistics.fmean(arr),
+        **_delivery(cams, seconds, applied, hub),
+    }
+
+
+def _wait_quiet(done: threading.Event, seen: list, first_s: float, quiet_s: float, until: int | None = None) -> None:
+    """Wait for ``done`` (or ``until`` items in ``seen``); give up once nothing new arrived for ``quiet_s``
+    (after ``first_s`` for the first one), so that lost messages end the wait instead of hanging it."""
+    last_n, last_t = -1, time.monotonic() + first_s
+    while not done.is_set() and (until is None or len(seen) < until):
+        if len(seen) != last_n:
+            last_n, last_t = len(seen), time.monotonic()
+        elif time.monotonic() - last_t > quiet_s:
+            return
+        done.wait(0.1)
+
+
+def _delivery(cams: list[str], per_cam: int, applied: list[tuple[str, int]], hub: LiveHub) -> dict:
+    """Sent vs applied, matched by (camera, seq): lost = sent and never applied; duplicates = copies the
+    broker delivered again (refused by the sequence rule) plus any (camera, seq) applied twice (a bug)."""
+    sent = {(c, seq) for c in cams for seq in range(1, per_cam + 1)}
+    got = set(applied)
+    return {
+        "sent": len(sent),
+        "applied": len(got & sent),
+        "lost": len(sent - got),
+        "duplicates": hub.counters["duplicate_or_old"] + len(applied) - len(got),
     }
 
 
@@ -249,22 +283,30 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20, help="Duration of the latency run.")
     args = ap.parse_args()
     if args.broker:
-        run(args)
+        lost = run(args)
     else:
         with private_broker() as broker:
             args.broker = broker
-            run(args)
+            lost = run(args)
+    if lost:
+        raise SystemExit(1)  # any lost message fails the benchmark
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Print both tables; the number of messages lost over all runs (sent, never applied)."""
+    lost = 0
 
     print(f"# ingest throughput (one server process, broker {args.broker}, {args.publishers} publisher processes)")
-    print(f"{'cameras':>8} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msg/CPU-s':>10} {'rejected':>9}")
+    print(
+        f"{'cameras':>8} {'sent':>8} {'applied':>8} {'lost':>6} {'dups':>6} {'seconds':>8} {'msg/s':>9} "
+        f"{'msg/CPU-s':>10} {'rejected':>9}"
+    )
     for n in args.cameras:
         r = throughput(args.broker, n, args.messages, args.publishers)
+        lost += r["lost"]
         print(
-            f"{r['cameras']:>8} {r['messages']:>9} {r['seconds']:>8.2f} {r['msg_per_s']:>9.0f} "
-            f"{r['msg_per_cpu_s']:>10.0f} {r['rejected']:>9}"
+            f"{r['cameras']:>8} {r['sent']:>8} {r['applied']:>8} {r['lost']:>6} {r['duplicates']:>6} "
+            f"{r['seconds']:>8.2f} {r['msg_per_s']:>9.0f} {r['msg_per_cpu_s']:>10.0f} {r['rejected']:>9}"
         )
     print()
     print(
@@ -272,8 +314,17 @@ def run(args: argparse.Namespace) -> None:
         "(with evaluation every 1 s and a 5 Hz dashboard snapshot running)"
     )
     r = latency(args.broker, args.latency_cameras, args.seconds, args.publishers)
-    print(f"{'cameras':>8} {'messages':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    print(f"{r['cameras']:>8} {r['messages']:>9} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}")
+    lost += r["lost"]
+    print(
+        f"{'cameras':>8} {'sent':>8} {'applied':>8} {'lost':>6} {'dups':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    )
+    print(
+        f"{r['cameras']:>8} {r['sent']:>8} {r['applied']:>8} {r['lost']:>6} {r['duplicates']:>6} "
+        f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f}"
+    )
+    if lost:
+        print(f"\nLOST {lost} messages (sent, acknowledged by the broker, never applied)")
+    return lost
 
 
 if __name__ == "__main__":

@@ -482,6 +482,14 @@ def test_fuzz_subset_through_the_real_broker(tmp_path: Any, system_broker: Broke
     assert len(fed) == N_BROKER
     app = _app(tmp_path, venue_id, mqtt_enabled=True, mqtt_url=system_broker.url, mqtt_venues=[venue_id])
     retained = {f.topic for f in fed if f.topic.endswith("/status")}
+    try:
+        _ingest_through_broker(app, system_broker, corpus, fed)
+    finally:
+        _clear_retained(system_broker, retained)
+
+
+def _ingest_through_broker(app: Any, system_broker: Broker, corpus: Corpus, fed: list[Fed]) -> None:
+    venue_id = corpus.venue
     with TestClient(app):
         hub: LiveHub = app.state.hub
         assert app.state.mqtt.wait_connected(10)
@@ -496,7 +504,6 @@ def test_fuzz_subset_through_the_real_broker(tmp_path: Any, system_broker: Broke
             pub.close()
         wait_until(lambda: hub.counters["received"] - start["received"] >= len(fed), 20, "all messages ingested")
         _check(hub, venue_id, fed, corpus.model, start)
-    _clear_retained(system_broker, retained)
 
 
 def test_no_retained_messages_left_by_this_module(system_broker: Broker, venue_id: str) -> None:
