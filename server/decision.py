@@ -3,7 +3,8 @@
 Evaluated from doors-open to the overflow deadline with ``p = P(final >= target)`` from the forecast
 (``target = capacity x threshold``). The two mistakes do not cost the same:
 
-* ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %), arrivals are not accelerating and
+* ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %), arrivals are neither accelerating
+  nor paused (a security line stalls, a second wave comes), and
   at least ``cancel_not_before`` of the doors-to-start window has passed: a wrong cancel turns people away;
 * ``overflow_needed`` when ``p >= needed_min_probability`` (default 80 %): keeping a stage costs money;
 * otherwise the state does not change.
@@ -87,7 +88,7 @@ def propose(
     if forecast.method != "counted" and forecast.expected_share_in < rules.min_share_in:
         return None
     if forecast.p_reach_target <= rules.cancel_max_risk:
-        if forecast.accelerating:  # a crowd still speeding up is a late crowd, not a small one
+        if forecast.accelerating or forecast.paused:  # a late crowd, or a pause, is not a small crowd
             return None
         if now is not None and _progress(rules, now) < rules.cancel_not_before:
             return None

@@ -278,6 +278,8 @@ class FinalForecast:
     fitted_points: int = 0
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
+    paused: bool = False
+    """Arrivals all but stopped in the last 20 minutes after a busy hour, with time left: they may resume."""
     accelerating: bool = False
     """People arrive faster and faster (last 20 minutes against the 20 before), and kept up until the start
     that could still reach the target: a late crowd, not a small one."""
@@ -296,6 +298,7 @@ class FinalForecast:
             "fitted_points": self.fitted_points,
             "method": self.method,
             "accelerating": self.accelerating,
+            "paused": self.paused,
             "reasons": list(self.reasons),
         }
 
@@ -423,6 +426,9 @@ def forecast_final(
     )
     if surge is not None:
         reasons.insert(0, "arrivals still accelerating: a late crowd")
+    paused = u_now < 0.8 and has_paused(series, minutes_per_u, capacity)
+    if paused:
+        reasons.insert(0, "arrivals have paused: they may resume")
     floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
     dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
     # attendance cannot exceed what the venue holds (more demand is what the overflow event is for)
@@ -442,7 +448,26 @@ def forecast_final(
         method=method,
         reasons=tuple(reasons),
         accelerating=accelerating,
+        paused=paused,
     )
+
+
+def has_paused(
+    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, window_min: float = 20.0
+) -> bool:
+    """Fewer than a third as many people arrived in the last ``window_min`` minutes as in an average
+    ``window_min`` of the 40 minutes before, which were busy (above counting noise)."""
+    if len(series) < 3:
+        return False
+    u = np.array([p[0] for p in series])
+    a = np.array([p[1] for p in series])
+    w = window_min / max(minutes_per_u, 1e-6)
+    now = u[-1]
+    if now - u[0] < 3 * w - 1e-9:
+        return False
+    a0, a2 = np.interp([now - 3 * w, now - w], u, a)
+    before = (a2 - a0) / 2
+    return bool(before > 0.01 * capacity and a[-1] - a2 < before / 3)
 
 
 def surge_reach(

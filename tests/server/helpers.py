@@ -17,7 +17,15 @@ from server.auth import Role, create_token, create_user
 from server.db.session import Database
 from server.venues import EventIn, OverflowIn, SectionIn, VenueIn, save_event, save_venue
 from tests.conftest import Broker
-from turnout.contract import Occupancy, Processing, SectionCount, Status, occupancy_topic, status_topic
+from turnout.contract import (
+    CountCalibration,
+    Occupancy,
+    Processing,
+    SectionCount,
+    Status,
+    occupancy_topic,
+    status_topic,
+)
 
 
 def venue_spec(venue: str, n_cameras: int, n_sections: int, seats: int) -> VenueIn:
@@ -100,10 +108,11 @@ class Publisher:
         self.raw(occupancy_topic(venue, camera), msg.to_json())
         return seq
 
-    def status(self, venue: str, camera: str, state: str, ts: datetime) -> None:
-        self.raw(
-            status_topic(venue, camera), Status(venue=venue, camera=camera, state=state, ts=ts).to_json(), retain=True
-        )
+    def status(
+        self, venue: str, camera: str, state: str, ts: datetime, calibration: CountCalibration | None = None
+    ) -> None:
+        msg = Status(venue=venue, camera=camera, state=state, ts=ts, calibration=calibration)
+        self.raw(status_topic(venue, camera), msg.to_json(), retain=True)
 
     def raw(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)

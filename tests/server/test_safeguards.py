@@ -328,7 +328,7 @@ def test_bad_requests_get_4xx_not_500(sqlite_target: DbTarget, venue_id: str, cl
         bad = event_spec(venue_id, clock.now(), 200).model_dump(mode="json")
         bad["overflow"]["deadline"] = (clock.now() + timedelta(hours=1)).isoformat()  # after the start
         r = client.put("/api/v1/events/ev", json=bad, headers=auth(admin))
-        assert r.status_code == 422 and "between doors_open and start" in r.text
+        assert r.status_code == 422 and "between a day before doors_open and start" in r.text
 
 
 def test_invalid_layout_result_is_a_502(
