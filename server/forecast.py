@@ -279,7 +279,7 @@ class FinalForecast:
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
     paused: bool = False
-    """Arrivals all but stopped in the last 20 minutes after a busy hour, with time left: they may resume."""
+    """Arrivals all but stopped in the last 10 minutes after a busy half hour, with time left: they may resume."""
     accelerating: bool = False
     """People arrive faster and faster (last 20 minutes against the 20 before), and kept up until the start
     that could still reach the target: a late crowd, not a small one."""
@@ -453,21 +453,22 @@ def forecast_final(
 
 
 def has_paused(
-    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, window_min: float = 20.0
+    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, recent_min: float = 10.0,
+    before_min: float = 30.0,
 ) -> bool:
-    """Fewer than a third as many people arrived in the last ``window_min`` minutes as in an average
-    ``window_min`` of the 40 minutes before, which were busy (above counting noise)."""
+    """Fewer than a third as many people arrived in the last ``recent_min`` minutes as in an average
+    ``recent_min`` of the ``before_min`` minutes before, which were busy (above counting noise)."""
     if len(series) < 3:
         return False
     u = np.array([p[0] for p in series])
     a = np.array([p[1] for p in series])
-    w = window_min / max(minutes_per_u, 1e-6)
+    per_u = 1.0 / max(minutes_per_u, 1e-6)
     now = u[-1]
-    if now - u[0] < 3 * w - 1e-9:
+    if now - u[0] < (recent_min + before_min) * per_u - 1e-9:
         return False
-    a0, a2 = np.interp([now - 3 * w, now - w], u, a)
-    before = (a2 - a0) / 2
-    return bool(before > 0.01 * capacity and a[-1] - a2 < before / 3)
+    a0, a1 = np.interp([now - (recent_min + before_min) * per_u, now - recent_min * per_u], u, a)
+    before = (a1 - a0) * recent_min / before_min
+    return bool(before > 0.005 * capacity and a[-1] - a1 < before / 3)
 
 
 def surge_reach(
