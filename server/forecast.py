@@ -106,7 +106,10 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
     for p in STEADY_POWERS:
         share = tuple((grid**p).round(6))
         shapes.append(ArrivalShape(f"steady:{p}", "steady", tuple(grid), share, STEADY_PRIOR / len(STEADY_POWERS)))
-    first_waves = {"trickle": grid} | {
+    # a steady trickle from doors-open, or from a while after it (nobody comes in the first hour)
+    first_waves = {
+        f"trickle{u0}" if u0 else "trickle": np.clip((grid - u0) / (1 - u0), 0.0, 1.0) for u0 in (0.0, 0.2, 0.4)
+    } | {
         f"{c}/{w}": _logistic(grid, c, w) for c in (0.2, 0.3, 0.4, 0.5) for w in (0.05, 0.1)
     }
     # the late wave starts sharply (a normal curve: people come for the act, not a little earlier)
@@ -116,12 +119,12 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
         for c in (0.7, 0.8, 0.9, 0.97, 1.02)
         for w in (0.04, 0.07, 0.11)
         # a trickle can be a small part of the crowd; a first wave is a real part of it
-        for a in ((0.1, 0.2, 0.4) if name == "trickle" else (0.3, 0.5, 0.7, 0.85))
+        for a in ((0.1, 0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
     ]
-    trickles = sum(1 for m in mixes if m[0] == "trickle")
+    trickles = sum(1 for m in mixes if m[0].startswith("trickle"))
     for name, first, c, w, a in mixes:
         share = a * first + (1 - a) * _normal_wave(grid, c, w)
-        prior = TWO_WAVE_PRIOR / 2 / (trickles if name == "trickle" else len(mixes) - trickles)
+        prior = TWO_WAVE_PRIOR / 2 / (trickles if name.startswith("trickle") else len(mixes) - trickles)
         shapes.append(ArrivalShape(f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), prior))
     return tuple(shapes)
 
