@@ -104,7 +104,38 @@ def system_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     broker.stop()
 
 
+def clear_retained(host: str, port: int, prefix: str, listen_s: float = 0.5) -> int:
+    """Delete every retained message under ``prefix`` (``turnout/v1/{venue}``) on a broker; how many.
+
+    Tests on the shared broker at 127.0.0.1:1883 call it when done, so a user's
+    ``mosquitto_sub -t 'turnout/v1/#'`` shows nothing they left behind (statuses, alerts, layouts).
+    """
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    topics: set[str] = set()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleanup-{uuid.uuid4().hex[:8]}")
+    client.on_message = lambda _c, _u, msg: topics.add(msg.topic) if msg.retain and msg.payload else None
+    try:
+        client.connect(host, port)
+    except OSError:
+        return 0
+    client.loop_start()
+    client.subscribe(f"{prefix}/#", qos=1)
+    time.sleep(listen_s)  # retained messages arrive right after the subscription; nothing else to wait on
+    for topic in sorted(topics):
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    client.loop_stop()
+    client.disconnect()
+    return len(topics)
+
+
 @pytest.fixture
-def venue_id() -> str:
-    """A venue id no other test (or earlier run) uses, so topics never collide on a shared broker."""
-    return f"t{uuid.uuid4().hex[:10]}"
+def venue_id(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A venue id no other test (or earlier run) uses, so topics never collide on a shared broker; what
+    a test on the shared broker left retained under it is deleted afterwards."""
+    venue = f"t{uuid.uuid4().hex[:10]}"
+    yield venue
+    if "system_broker" in request.fixturenames:
+        broker = request.getfixturevalue("system_broker")
+        clear_retained(broker.host, broker.port, f"turnout/v1/{venue}")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker, clear_retained, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -128,6 +128,7 @@ def live_server(system_broker: Broker, tmp_path_factory: pytest.TempPathFactory)
     client.loop_stop()
     client.disconnect()
     server.stop()
+    clear_retained(system_broker.host, system_broker.port, f"turnout/v1/{venue}")
 
 
 @pytest.fixture(scope="session")
