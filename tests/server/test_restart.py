@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from server.db.session import Database
 from server.migrations import upgrade
@@ -108,7 +108,16 @@ def test_kill_and_restart_mid_event(
         assert before[f"{venue_id}:section_over_capacity:s01"] == ("active", True)
         assert before["ev:overflow_decision"] == ("cancel_overflow", True)
         wait_until(lambda: len(alerts.payloads()) >= 2, what="alerts on MQTT")
-        time.sleep(0.6)  # let a flush of the live state happen (every 0.2 s)
+        saved = Database(db_target.url, db_target.schema)
+        try:  # the live state is flushed (every 0.2 s): wait until all four readings are in the database
+            wait_until(
+                lambda: saved.engine.connect().execute(
+                    text("SELECT count(*) FROM section_states WHERE venue_id = :v"), {"v": venue_id}
+                ).scalar_one() >= 10,
+                what="live state saved",
+            )
+        finally:
+            saved.dispose()
         server.kill()
 
         # while the server is down: a new count (queued by the broker for its persistent session) and a repeat
@@ -121,7 +130,11 @@ def test_kill_and_restart_mid_event(
             what="totals continued (+100 from the queued message, repeat ignored)",
         )
         assert live["decision"]["state"] == "cancel_overflow"
-        time.sleep(1.0)  # several evaluation ticks after the restart
+        seen: set[str] = set()  # several evaluation ticks after the restart (each stamps its figures)
+        wait_until(
+            lambda: seen.add(server.get("/api/v1/events/ev/live")["decision"]["figures"]["at"]) or len(seen) >= 4,
+            what="evaluation ticks after the restart",
+        )
         after = {a["id"]: (a["state"], a["active"]) for a in server.get("/api/v1/alerts")}
         assert after == before
         counts = Counter((p["id"], p["state"]) for p in alerts.payloads())
