@@ -282,7 +282,7 @@ class FinalForecast:
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
     paused: bool = False
-    """Arrivals all but stopped in the last 10 minutes after a busy half hour, with time left: they may resume."""
+    """Arrivals halved in the last 10 minutes after a busy half hour, with time left: they may resume."""
     accelerating: bool = False
     """People arrive faster and faster (last 20 minutes against the 20 before), and kept up until the start
     that could still reach the target: a late crowd, not a small one."""
@@ -459,7 +459,7 @@ def has_paused(
     series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, recent_min: float = 10.0,
     before_min: float = 30.0,
 ) -> bool:
-    """Fewer than a third as many people arrived in the last ``recent_min`` minutes as in an average
+    """Fewer than half as many people arrived in the last ``recent_min`` minutes as in an average
     ``recent_min`` of the ``before_min`` minutes before, which were busy (above counting noise)."""
     if len(series) < 3:
         return False
@@ -471,7 +471,7 @@ def has_paused(
         return False
     a0, a1 = np.interp([now - (recent_min + before_min) * per_u, now - recent_min * per_u], u, a)
     before = (a1 - a0) * recent_min / before_min
-    return bool(before > 0.005 * capacity and a[-1] - a1 < before / 3)
+    return bool(before > 0.005 * capacity and a[-1] - a1 < before / 2)
 
 
 def surge_reach(
