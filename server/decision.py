@@ -4,7 +4,8 @@ Evaluated from doors-open to the overflow deadline with ``p = P(final >= target)
 (``target = capacity x threshold``). The two mistakes do not cost the same:
 
 * ``cancel_overflow`` only when ``p <= cancel_max_risk`` (default 2 %), arrivals are neither accelerating
-  nor paused (a security line stalls, a second wave comes), and
+  nor paused (a security line stalls, a second wave comes), honest-looking registrations do not expect the
+  target, and
   at least ``cancel_not_before`` of the doors-to-start window has passed: a wrong cancel turns people away;
 * ``overflow_needed`` when ``p >= needed_min_probability`` (default 80 %): keeping a stage costs money;
 * otherwise the state does not change.
@@ -89,6 +90,8 @@ def propose(
         return None
     if forecast.p_reach_target <= rules.cancel_max_risk:
         if forecast.accelerating or forecast.paused:  # a late crowd, or a pause, is not a small crowd
+            return None
+        if forecast.registrations_expect_target:  # honest registrations against early arrivals: a human decides
             return None
         if now is not None and _progress(rules, now) < rules.cancel_not_before:
             return None

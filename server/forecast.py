@@ -119,7 +119,7 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
         for c in (0.7, 0.8, 0.9, 0.97, 1.02)
         for w in (0.04, 0.07, 0.11)
         # a trickle can be a small part of the crowd; a first wave is a real part of it
-        for a in ((0.1, 0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
+        for a in ((0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
     ]
     trickles = sum(1 for m in mixes if m[0].startswith("trickle"))
     for name, first, c, w, a in mixes:
@@ -281,6 +281,8 @@ class FinalForecast:
     fitted_points: int = 0
     method: str = "arrivals"
     reasons: tuple[str, ...] = ()
+    registrations_expect_target: bool = False
+    """Registrations that look honest say the target will be reached (whatever the arrivals say now)."""
     paused: bool = False
     """Arrivals halved in the last 10 minutes after a busy half hour, with time left: they may resume."""
     accelerating: bool = False
@@ -302,6 +304,7 @@ class FinalForecast:
             "method": self.method,
             "accelerating": self.accelerating,
             "paused": self.paused,
+            "registrations_expect_target": self.registrations_expect_target,
             "reasons": list(self.reasons),
         }
 
@@ -419,6 +422,16 @@ def forecast_final(
             reasons.append("registrations look inflated: ignored" if w_prior < 0.3 else "registrations disagree with arrivals: ignored")
         else:
             reasons.append(f"registrations weigh in ({post_prior:.0%})")
+    # honest-looking registrations that expect the target: arrivals alone must not overrule them with a cancel
+    expected_by_registrations = bool(
+        w_prior >= 0.5
+        and target is not None
+        and prior_mu is not None
+        and prior_sd is not None
+        and float(ndtr((prior_mu - math.log(target)) / prior_sd)) >= 0.5
+    )
+    if expected_by_registrations and post_prior < 0.05:
+        reasons.append("honest registrations expect the target: no cancel on arrivals alone")
     if queue_now > 0:
         reasons.append(f"{round(queue_now):,} people queueing outside")
 
@@ -452,6 +465,7 @@ def forecast_final(
         reasons=tuple(reasons),
         accelerating=accelerating,
         paused=paused,
+        registrations_expect_target=expected_by_registrations,
     )
 
 
