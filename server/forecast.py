@@ -119,7 +119,7 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
         for c in (0.7, 0.8, 0.9, 0.97, 1.02)
         for w in (0.04, 0.07, 0.11)
         # a trickle can be a small part of the crowd; a first wave is a real part of it
-        for a in ((0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
+        for a in ((0.1, 0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
     ]
     trickles = sum(1 for m in mixes if m[0].startswith("trickle"))
     for name, first, c, w, a in mixes:
