@@ -284,7 +284,7 @@ class FinalForecast:
     registrations_expect_target: bool = False
     """Registrations that look honest say the target will be reached (whatever the arrivals say now)."""
     paused: bool = False
-    """Arrivals halved in the last 10 minutes after a busy half hour, with time left: they may resume."""
+    """Arrivals are at less than half their busiest pace so far, with time left: they may resume."""
     accelerating: bool = False
     """People arrive faster and faster (last 20 minutes against the 20 before), and kept up until the start
     that could still reach the target: a late crowd, not a small one."""
@@ -444,7 +444,7 @@ def forecast_final(
         reasons.insert(0, "arrivals still accelerating: a late crowd")
     paused = u_now < 0.8 and has_paused(series, minutes_per_u, capacity)
     if paused:
-        reasons.insert(0, "arrivals have paused: they may resume")
+        reasons.insert(0, "arrivals have slowed or paused: they may resume")
     floor = floor_raw * err.factor * math.exp(-2.0 * bias_sd)  # surely in, even if cameras over-count
     dist = _Mixture(comp_mu, comp_sd, comp_w, np.full(len(comp_mu), floor))
     # attendance cannot exceed what the venue holds (more demand is what the overflow event is for)
@@ -470,22 +470,22 @@ def forecast_final(
 
 
 def has_paused(
-    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, recent_min: float = 10.0,
-    before_min: float = 30.0,
+    series: Sequence[tuple[float, float]], minutes_per_u: float, capacity: int, recent_min: float = 10.0
 ) -> bool:
-    """Fewer than half as many people arrived in the last ``recent_min`` minutes as in an average
-    ``recent_min`` of the ``before_min`` minutes before, which were busy (above counting noise)."""
+    """Fewer than half as many people arrived in the last ``recent_min`` minutes as in the busiest
+    ``recent_min`` so far (busy: above counting noise): the crowd may be done, or between two waves."""
     if len(series) < 3:
         return False
     u = np.array([p[0] for p in series])
     a = np.array([p[1] for p in series])
-    per_u = 1.0 / max(minutes_per_u, 1e-6)
+    step = recent_min / max(minutes_per_u, 1e-6)
     now = u[-1]
-    if now - u[0] < (recent_min + before_min) * per_u - 1e-9:
+    if now - u[0] < 2 * step - 1e-9:
         return False
-    a0, a1 = np.interp([now - (recent_min + before_min) * per_u, now - recent_min * per_u], u, a)
-    before = (a1 - a0) * recent_min / before_min
-    return bool(before > 0.005 * capacity and a[-1] - a1 < before / 2)
+    marks = np.arange(now, u[0] - 1e-12, -step)[::-1]  # every recent_min back from now
+    arrivals = np.diff(np.interp(marks, u, a))
+    busiest = float(arrivals[:-1].max())
+    return bool(busiest > 0.005 * capacity and arrivals[-1] < busiest / 2)
 
 
 def surge_reach(
