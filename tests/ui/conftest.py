@@ -205,7 +205,12 @@ def wait_js(page: Any, fn: str, arg: Any = None, timeout: float = 5.0, what: str
 
     deadline = time.monotonic() + timeout
     while True:
-        value = page.evaluate(fn, arg)
+        try:
+            value = page.evaluate(fn, arg)
+        except Exception as exc:  # the page is navigating (e.g. sign-in redirects): ask the next page
+            if "context was destroyed" not in str(exc) and "navigat" not in str(exc):
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
