@@ -10,13 +10,28 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 
 def register(root: typer.Typer) -> None:
     root.command("replay")(replay)
     root.command("backtest")(backtest)
+
+
+def _settings(path: Path | None) -> Settings:
+    """Server settings for an offline run (the decision rules matter; the database is a temporary one)."""
+    from server.settings import SettingsError, load_settings
+
+    try:
+        return load_settings(path, database_url="sqlite:///unused.db")
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _quiet() -> None:
@@ -38,14 +53,9 @@ def replay(
     _quiet()
     from server.recording import RecordingError, read_recording
     from server.replay import ReplayEngine
-    from server.settings import SettingsError, load_settings
     from server.venues import VenueFileError
 
-    try:
-        settings = load_settings(settings_file, database_url="sqlite:///unused.db")
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    settings = _settings(settings_file)
     if not recording.is_file():
         typer.echo(f"{recording}: file not found", err=True)
         raise typer.Exit(2)
@@ -85,14 +95,7 @@ def backtest(
     """Run a seeded bank of simulated events through `turnout replay`'s code and print the decision record."""
     _quiet()
     from server.backtest import meets_targets, report, run_bank, summarise
-    from server.settings import SettingsError, load_settings
-
-    try:
-        base = load_settings(settings_file, database_url="sqlite:///unused.db")
-    except SettingsError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    overrides = base.model_dump(exclude={"database_url"}, exclude_unset=True)
+    overrides = _settings(settings_file).model_dump(exclude={"database_url"}, exclude_unset=True)
     t0 = time.monotonic()
     outcomes = run_bank(events, seed, jobs, overrides)
     summary = summarise(outcomes)

@@ -21,7 +21,8 @@ from server.forecast import (
     ShapeBank,
     forecast_final,
 )
-from server.live.snapshot import INSIDE_KINDS, EventInfo, EventSnapshot
+from server.live.snapshot import INSIDE_KINDS, EventSnapshot
+from server.live.state import EventInfo
 from turnout.contract import AlertKind
 
 

@@ -225,7 +225,8 @@ class LiveHub:
             log.error("evaluation of event %s failed (%d so far): %r", event_id, self.failures[event_id], exc)
 
     def _active(self, event: EventLive, now: datetime) -> bool:
-        return event.doors_open - timedelta(hours=1) <= now <= event.start + timedelta(hours=6)
+        info = event.info
+        return info.doors_open - timedelta(hours=1) <= now <= info.start + timedelta(hours=6)
 
     def _evaluate_event(
         self, s: Session, event_id: str, now: datetime, camera_alerts: bool, venues_done: set[str]
@@ -325,7 +326,7 @@ def _shape_cache(
 def _past_event_shapes(s: Session, events: dict[str, EventLive], now: datetime) -> dict[str, tuple[ArrivalShape, ...]]:
     """Arrival shapes of each venue's past events (series from doors-open to the start), newest 10."""
     out: dict[str, list[ArrivalShape]] = {}
-    past = sorted((e for e in events.values() if e.start < now), key=lambda e: e.start, reverse=True)
+    past = sorted((e.info for e in events.values() if e.info.start < now), key=lambda e: e.start, reverse=True)
     for e in past:
         if len(out.get(e.venue_id, [])) >= 10:
             continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.decision import DecisionMemory
-from server.live.state import CameraLive, EventLive, LiveState, SeriesPoint, VenueLive
+from server.live.state import CameraLive, EventInfo, LiveState, SeriesPoint, VenueLive
 from turnout.contract import CameraState, CountCalibration
 
 INSIDE_KINDS = ("seats", "standing")
@@ -49,21 +49,6 @@ class SectionView:
         if self.kind == "standing":
             return min(self.people, self.seats) if self.seats else self.people
         return self.people
-
-
-@dataclass(frozen=True)
-class EventInfo:
-    id: str
-    venue_id: str
-    name: str
-    doors_open: datetime
-    start: datetime
-    capacity: int
-    expected_show_up: float | None
-    overflow_name: str | None
-    overflow_capacity: int | None
-    overflow_deadline: datetime | None
-    overflow_threshold: float | None
 
 
 @dataclass(frozen=True)
@@ -158,31 +143,15 @@ def section_views(venue: VenueLive, cams: dict[str, CameraView]) -> tuple[Sectio
     return tuple(out)
 
 
-def event_info(e: EventLive) -> EventInfo:
-    return EventInfo(
-        e.id,
-        e.venue_id,
-        e.name,
-        e.doors_open,
-        e.start,
-        e.capacity,
-        e.expected_show_up,
-        e.overflow_name,
-        e.overflow_capacity,
-        e.overflow_deadline,
-        e.overflow_threshold,
-    )
-
-
 def take(state: LiveState, event_id: str, now: datetime, stale_after_s: float) -> EventSnapshot:
     """A consistent copy of one event's live state. KeyError if the event is unknown."""
     with state.lock:
         e = state.events[event_id]
-        venue = state.venues.get(e.venue_id) or VenueLive(e.venue_id, e.venue_id)
+        venue = state.venues.get(e.info.venue_id) or VenueLive(e.info.venue_id, e.info.venue_id)
         cams = {c.id: camera_view(c, now, stale_after_s) for c in venue.cameras.values()}
         return EventSnapshot(
             now=now,
-            event=event_info(e),
+            event=e.info,
             sections=section_views(venue, cams),
             cameras=tuple(cams.values()),
             series=tuple(e.history),

@@ -85,8 +85,10 @@ class SeriesPoint:
     coverage: float = 1.0
 
 
-@dataclass
-class EventLive:
+@dataclass(frozen=True)
+class EventInfo:
+    """What the database says about an event (changes only on reload)."""
+
     id: str
     venue_id: str
     name: str
@@ -98,6 +100,11 @@ class EventLive:
     overflow_capacity: int | None
     overflow_deadline: datetime | None
     overflow_threshold: float | None
+
+
+@dataclass
+class EventLive:
+    info: EventInfo
     registrations: int = 0
     suspect: int = 0
     suspect_share: float = 0.0

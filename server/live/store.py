@@ -22,7 +22,7 @@ from server.db.models import (
 from server.db.session import upsert
 from server.decision import DecisionMemory, DecisionState
 from server.live.snapshot import EventSnapshot
-from server.live.state import CameraLive, EventLive, LiveState, Reading, SectionCfg, SeriesPoint, VenueLive
+from server.live.state import CameraLive, EventInfo, EventLive, LiveState, Reading, SectionCfg, SeriesPoint, VenueLive
 
 
 def load(s: Session, state: LiveState) -> tuple[dict[str, VenueLive], dict[str, EventLive]]:
@@ -65,17 +65,19 @@ def load(s: Session, state: LiveState) -> tuple[dict[str, VenueLive], dict[str, 
     for e in s.scalars(select(Event)):
         old_e = old_events.get(e.id)
         live_e = EventLive(
-            e.id,
-            e.venue_id,
-            e.name,
-            e.doors_open,
-            e.start,
-            e.capacity,
-            e.expected_show_up,
-            e.overflow_name,
-            e.overflow_capacity,
-            e.overflow_deadline,
-            e.overflow_threshold,
+            EventInfo(
+                e.id,
+                e.venue_id,
+                e.name,
+                e.doors_open,
+                e.start,
+                e.capacity,
+                e.expected_show_up,
+                e.overflow_name,
+                e.overflow_capacity,
+                e.overflow_deadline,
+                e.overflow_threshold,
+            )
         )
         if old_e is not None:
             live_e.history, live_e.last_sample = old_e.history, old_e.last_sample

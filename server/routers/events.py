@@ -110,7 +110,7 @@ def override_decision(
     hub = request.app.state.hub
     if event_id not in hub.event_ids():
         raise not_found(f"no event {event_id!r}")
-    if hub.events[event_id].overflow_capacity is None:
+    if hub.events[event_id].info.overflow_capacity is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"event {event_id!r} has no overflow event to decide on")
     state = None if body.state == "auto" else DecisionState(body.state)
     hub.override_decision(event_id, state, user.name)

@@ -146,6 +146,12 @@ def test_decision_is_asymmetric_held_and_reversible_before_the_deadline() -> Non
     m = step(m, _f(0.9), r, t + timedelta(seconds=800))
     m = step(m, _f(0.9), r, t + timedelta(seconds=1100))
     assert m.state == DecisionState.overflow_needed and m.reversed_from == DecisionState.cancel_overflow
+    # "overflow needed" is cheap to undo, so it may hold for less time than a cancel
+    quick = _rules(needed_hold_s=60.0)
+    n = step(DecisionMemory(DecisionState.undecided, t), _f(0.9), quick, t)
+    assert step(n, _f(0.9), quick, t + timedelta(seconds=60)).state == DecisionState.overflow_needed
+    c = step(DecisionMemory(DecisionState.undecided, t), _f(0.01), quick, t)
+    assert step(c, _f(0.01), quick, t + timedelta(seconds=60)).state == DecisionState.undecided
     frozen = step(m, _f(0.0), r, START - timedelta(minutes=60))
     assert frozen.frozen and frozen.state == DecisionState.overflow_needed
     assert step(frozen, _f(0.0), _rules(hold_s=0), START - timedelta(minutes=30)) == frozen

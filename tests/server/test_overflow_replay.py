@@ -108,7 +108,7 @@ def test_tulsa_is_cancelled_before_the_deadline(engine: ReplayEngine) -> None:
     cancel = tl.first("cancel_overflow")
     assert cancel is not None and cancel < DEADLINE_MIN, tl.describe()
     assert tl.transitions() == 1
-    assert "registrations look inflated" in str(tl.at(cancel)["reason"]) or tl.at(cancel)["reason"] is None
+    assert "registrations look inflated" in str(tl.at(cancel)["reason"])  # a million pranks did not count
     final = tl.at(0)
     assert final["forecast"]["p05"] <= 6_200 * 1.3 and final["forecast"]["p95"] >= 6_200 * 0.75
 

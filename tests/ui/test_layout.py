@@ -638,10 +638,10 @@ def open_served(context_at, server: LiveServer, width: int, snap: dict[str, Any]
 @pytest.mark.parametrize("width", WIDTHS)
 def test_provisional_cancel_in_words(context_at, live_server: LiveServer, width: int) -> None:
     now = DEADLINE - timedelta(minutes=35)
-    snap = tulsa_snapshot(now, attendance=4_480, p=0.12)
+    snap = tulsa_snapshot(now, attendance=4_480, p=0.01)
     page = open_served(context_at, live_server, width, snap, _history(now, 6_300))
     assert page.text_content("#decision-state") == "Cancel the overflow event"
-    assert page.text_content("#decision-chance") == "Chance of reaching 17,100: 12 %"
+    assert page.text_content("#decision-chance") == "Chance of reaching 17,100: 1 %"
     assert page.text_content("#decision-status") == "provisional until 19:00"
     assert page.locator("#decision-reasons li").all_text_contents() == [
         "Registrations look inflated: ignored",
