@@ -104,6 +104,18 @@ def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DbTarg
         c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     yield DbTarget(url, schema, "postgresql")
     with eng.begin() as c:
+        # a session the test left open (a killed server's backend not yet gone, a leaked connection) would
+        # block DROP SCHEMA forever: end the other sessions on this schema, then drop with a lock timeout
+        c.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
+        c.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_namespace n ON n.oid = l.objid "
+                "WHERE n.nspname = :s AND l.pid <> pg_backend_pid() "
+                "UNION SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = :s AND l.pid <> pg_backend_pid()"
+            ),
+            {"s": schema},
+        )
         c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     eng.dispose()
 

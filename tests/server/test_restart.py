@@ -109,13 +109,15 @@ def test_kill_and_restart_mid_event(
         assert before["ev:overflow_decision"] == ("cancel_overflow", True)
         wait_until(lambda: len(alerts.payloads()) >= 2, what="alerts on MQTT")
         saved = Database(db_target.url, db_target.schema)
-        try:  # the live state is flushed (every 0.2 s): wait until all four readings are in the database
-            wait_until(
-                lambda: saved.engine.connect().execute(
+
+        def sections_saved() -> int:
+            with saved.engine.connect() as c:  # closed each time: an open read would block DROP SCHEMA later
+                return c.execute(
                     text("SELECT count(*) FROM section_states WHERE venue_id = :v"), {"v": venue_id}
-                ).scalar_one() >= 10,
-                what="live state saved",
-            )
+                ).scalar_one()
+
+        try:  # the live state is flushed (every 0.2 s): wait until all four readings are in the database
+            wait_until(lambda: sections_saved() >= 10, what="live state saved")
         finally:
             saved.dispose()
         server.kill()
