@@ -28,6 +28,7 @@ from shapely.geometry import Polygon
 from shapely.validation import explain_validity
 
 from turnout.contract import ID_PATTERN, CountCalibration, check_camera_id
+from turnout.paths import UnsetVariableError, expand_config_vars
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Point = tuple[float, float]
@@ -323,9 +324,14 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
 
 
 def parse_config(data: object, source: str = "<config>", base_dir: Path | None = None) -> EdgeConfig:
-    """Validate already-parsed YAML/JSON data; relative file paths are taken from `base_dir`."""
+    """Validate already-parsed YAML/JSON data (``${VAR}`` expanded); relative file paths are taken from
+    `base_dir`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        data = expand_config_vars(data)
+    except UnsetVariableError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         cfg = EdgeConfig.model_validate(data)
     except ValidationError as exc:
@@ -354,12 +360,12 @@ def load_config(path: str | Path) -> EdgeConfig:
 
 def _resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
     """Relative files (videos, state_dir, password/TLS files, model path) are relative to the config file's
-    folder; ${VAR} and ~ are expanded."""
+    folder; ~ is expanded (${VAR} already was, by `expand_config_vars`)."""
     cams = []
     for cam in cfg.cameras:
         src = cam.source
         if cam.source_kind == "file":
-            expanded = Path(os.path.expandvars(str(src))).expanduser()
+            expanded = Path(str(src)).expanduser()
             if not expanded.is_absolute():
                 expanded = (base / expanded).resolve()
             src = str(expanded)
@@ -367,7 +373,7 @@ def _resolve_paths(cfg: EdgeConfig, base: Path) -> EdgeConfig:
     def rel(path: Path | str | None) -> Path | None:
         if path is None:
             return None
-        p = Path(os.path.expandvars(str(path))).expanduser()
+        p = Path(str(path)).expanduser()
         return p if p.is_absolute() else (base / p).resolve()
 
     mqtt = cfg.mqtt.model_copy(update={"password_file": rel(cfg.mqtt.password_file)})

@@ -18,6 +18,8 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from turnout.paths import UnsetVariableError, expand_config_vars
+
 DEFAULT_ARRIVAL_CURVE: list[tuple[float, float]] = [
     (-240.0, 0.0),
     (-180.0, 0.08),
@@ -231,7 +233,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise SettingsError(f"{p}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise SettingsError(f"{p}: expected a mapping of setting: value")
-        data = loaded
+        try:
+            data = expand_config_vars(loaded)  # type: ignore[assignment]
+        except UnsetVariableError as exc:
+            raise SettingsError(f"{p}: {exc}") from None
     try:
         settings = Settings(**data)
         for key, value in overrides.items():

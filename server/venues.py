@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import Camera, Event, Section, Venue
 from turnout.contract import ID_PATTERN, check_camera_id
+from turnout.paths import UnsetVariableError, expand_config_vars
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 
@@ -187,12 +188,14 @@ def load_file(session: Session, path: str | Path) -> VenueFile:
     if not p.is_file():
         raise VenueFileError(f"{p}: file not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = expand_config_vars(yaml.safe_load(p.read_text()) or {})
         parsed = VenueFile.model_validate(data)
     except yaml.YAMLError as exc:
         raise VenueFileError(f"{p}: not valid YAML: {exc}") from None
     except ValidationError as exc:
         raise VenueFileError(f"{p}: " + explain(exc)) from None
+    except UnsetVariableError as exc:
+        raise VenueFileError(f"{p}: {exc}") from None
     for v in parsed.venues:
         save_venue(session, v)
     session.flush()

@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
+from typer.core import TyperArgument, TyperOption
 
 from edge.cli import app as edge_app
 from models.cli import app as models_app
 from server.cli import register as register_server
 from server.replay_cli import register as register_replay
+
+
+def _help_metavar(param: TyperOption | TyperArgument, ctx: object) -> str | None:
+    """Help shows flags bare and values as metavars (``PATH``, ``TEXT``, ``[a|b]``), not ``<str>`` type tags."""
+    if param.metavar is not None:
+        return param.metavar
+    if isinstance(param, TyperOption) and (param.is_flag or param.count):
+        return None
+    desc = param.type_descriptor
+    if desc.is_choice:
+        label = "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    elif desc.is_path:
+        label = "PATH"
+    else:
+        names = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "datetime": "DATETIME"}
+        label = names.get(getattr(desc.annotation, "__name__", ""), "VALUE")
+    return label + ("..." if param.nargs != 1 else "")
+
+
+TyperOption.display_type_rich = _help_metavar  # type: ignore[method-assign]
+TyperArgument.display_type_rich = _help_metavar  # type: ignore[method-assign]
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    try:
+        return version("turnout")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
 
 app = typer.Typer(
     name="turnout",
@@ -23,6 +55,21 @@ app.add_typer(edge_app, name="edge", help="Run, check and calibrate an edge devi
 app.add_typer(models_app, name="models", help="Fetch and export detection models.")
 register_server(app)
 register_replay(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"turnout {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Turnout: live crowd counts from arena cameras, attendance against registrations."""
 
 
 @app.command()
