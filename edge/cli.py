@@ -74,6 +74,21 @@ def _check_broker(cfg: EdgeConfig, strict: bool) -> None:
         )
 
 
+def _check_decoders(config: Path, cfg: EdgeConfig) -> None:
+    """A camera set to a hardware decoder this box lacks is a one-line error (exit 2); `auto` falls back."""
+    from edge.sources import uses_pyav
+
+    for cam in cfg.cameras:
+        if cam.decode in ("auto", "cpu") or not uses_pyav(cam):
+            continue
+        from edge.decode import DecoderUnavailable, resolve
+
+        try:
+            resolve(cam.decode)
+        except DecoderUnavailable as exc:
+            fail(f"{config}: camera {cam.id}: {exc}")
+
+
 @app.command()
 def run(
     config: Path = ConfigOpt,
@@ -87,6 +102,7 @@ def run(
     from edge.sources import SourceError, probe
 
     cfg = _load(config)
+    _check_decoders(config, cfg)
     detector = _detector(cfg, model)
     for cam in cfg.cameras:
         if cam.source_kind == "file":
@@ -145,6 +161,9 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
             f"{len(cam.sections)} sections / {seats} seats, mode {cam.detect.mode}, "
             f"{people} people in sections on the first frame ({detector.last_timing.get('inference', 0):.0f} ms)"
         )
+        decode = _decode_line(cam)
+        typer.echo(f"         decode: {decode}")
+        problems += decode.startswith("FAILED")
         cal = cam.calibration
         typer.echo(
             f"         calibration: bias {cal.bias:g} spread {cal.spread:g} over {cal.frames} frame(s)"
@@ -164,6 +183,23 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
     if problems:
         fail(f"{problems} problem(s) found")
     typer.secho("ok", fg=typer.colors.GREEN)
+
+
+def _decode_line(cam: CameraConfig) -> str:
+    """How the camera's video will be decoded, for `edge check`."""
+    from edge.sources import uses_pyav
+
+    if not uses_pyav(cam):
+        return "OpenCV (every frame demuxed, analysed frames decoded)"
+    from edge.decode import DecoderUnavailable, resolve
+
+    try:
+        kind, why = resolve(cam.decode)
+    except DecoderUnavailable as exc:
+        return f"FAILED {exc}"
+    keys = "keyframes only when they come often enough, else every frame" if cam.keyframe_only else "every frame"
+    size = f"scaled to {cam.decode_side} px" if cam.decode_side else "native size"
+    return f"{kind}{f' ({why})' if why else ''}; {keys}; {size}"
 
 
 def _frames_for(cam: CameraConfig, count: int) -> list:
@@ -192,7 +228,7 @@ def _frames_for(cam: CameraConfig, count: int) -> list:
     else:
         stop = threading.Event()
         frames = []
-        for frame in FrameSource(cam, stop).frames():
+        for frame in FrameSource(cam, stop, scale=False).frames():  # calibration draws on native pixels
             frames.append(frame.image)
             if len(frames) >= count:
                 stop.set()

@@ -31,6 +31,8 @@ from turnout.contract import ID_PATTERN, CountCalibration, check_camera_id
 from turnout.paths import UnsetVariableError, expand_config_vars
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+AUTO_DECODE_SIDE = 1280
+"""`decode_size: auto` in full-frame mode: frames are scaled in the decoder to this longest side (2x a 640 model)."""
 Point = tuple[float, float]
 
 
@@ -239,6 +241,19 @@ class CameraConfig(_Strict):
     analysis_fps: float = Field(2.0, gt=0, le=120, description="Frames analysed per second.")
     reconnect_max_s: float = Field(5.0, ge=0.5, le=600, description="Cap of the reconnect backoff.")
     rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP: RTP over TCP (robust) or UDP.")
+    decode: Literal["auto", "cpu", "vaapi", "nvdec", "v4l2m2m"] = Field(
+        "auto", description="Video decoder: auto (hardware when present, else CPU), cpu, or one hardware decoder."
+    )
+    keyframe_only: bool = Field(
+        True, description="Decode only keyframes when they come at least as often as the analysis needs."
+    )
+    keyframe_timeout: float = Field(
+        3.0, ge=1.0, le=100.0, description="No keyframe for this many analysis intervals: degraded, decode every frame."
+    )
+    decode_size: int | Literal["auto", "native"] = Field(
+        "auto",
+        description="Longest side of decoded frames: auto (1280 in full mode, native when tiled), native, or pixels.",
+    )
     coordinates: Literal["pixels", "normalized"] = "pixels"
     anchor: Anchor = Anchor.BOTTOM_CENTER
     detect: DetectConfig = DetectConfig()
@@ -256,6 +271,13 @@ class CameraConfig(_Strict):
             _check_polygon(poly, f"exclude[{i}]")
         return areas
 
+    @field_validator("decode_size")
+    @classmethod
+    def _decode_size(cls, size: int | str) -> int | str:
+        if isinstance(size, int) and not 160 <= size <= 8192:
+            raise ValueError("expected auto, native or a longest side of 160..8192 pixels")
+        return size
+
     @model_validator(mode="after")
     def _checks(self) -> CameraConfig:
         ids = [s.id for s in self.sections]
@@ -267,6 +289,13 @@ class CameraConfig(_Strict):
             if any(not (0.0 <= c <= 1.0) for p in pts for c in p):
                 raise ValueError("normalized coordinates must lie within 0..1")
         return self
+
+    @property
+    def decode_side(self) -> int | None:
+        """Longest side frames are scaled to in the decoder, or None for the native size."""
+        if self.decode_size == "native" or (self.decode_size == "auto" and self.detect.mode == "tiled"):
+            return None
+        return AUTO_DECODE_SIDE if self.decode_size == "auto" else int(self.decode_size)
 
     @property
     def source_kind(self) -> Literal["file", "rtsp", "http", "stream", "usb"]:

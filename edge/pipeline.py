@@ -26,7 +26,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from edge.config import CameraConfig, EdgeConfig
@@ -36,6 +38,9 @@ from edge.publisher import Publisher
 from edge.sources import STABLE_S, Frame, FrameSource
 from edge.zones import Layout, SectionSmoother, SectionTally
 from turnout.contract import CameraState, Occupancy, Processing, SectionCount
+
+if TYPE_CHECKING:
+    from edge.avsource import DecodeInfo
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +89,12 @@ class CameraWorker:
         live = camera.source_kind != "file" or camera.realtime
         self._frames: queue.Queue[Frame | object] = queue.Queue(maxsize=1 if live else 4)
         self._live = live
-        self._source = FrameSource(camera, stop, self._set_state)
+        self._source = FrameSource(camera, stop, self._set_state, self._set_decode)
         self._lock = threading.Lock()
         self._layout: Layout | None = None
         self._smoother = self._new_smoother(camera)
         self._latest: tuple[np.ndarray, Detections] | None = None
+        self._latest_size: tuple[int, int] | None = None
         self._last_sent: dict[str, tuple[int, int]] | None = None
         self._last_sent_at = 0.0
         self._store_error: str | None = None
@@ -134,9 +140,16 @@ class CameraWorker:
             self.stats.state, self.stats.error = state, reason
             self.publisher.set_status(state, reason)
 
+    def _set_decode(self, info: DecodeInfo) -> None:
+        self.publisher.set_decode(info.status())
+
     def latest(self) -> tuple[np.ndarray, Detections] | None:
+        """The latest analysed frame at the video's own size (decoder-scaled frames are enlarged back)."""
         with self._lock:
-            return self._latest
+            latest, size = self._latest, self._latest_size
+        if latest is None or size is None or latest[0].shape[1::-1] == size:
+            return latest
+        return cv2.resize(latest[0], size, interpolation=cv2.INTER_LINEAR), latest[1]
 
     def apply_layout(self, camera: CameraConfig) -> None:
         """Swap in new sections/seats (validated by the caller); counting restarts from zero."""
@@ -246,18 +259,22 @@ class CameraWorker:
             self.done.set()
 
     def _analyse(self, frame: Frame) -> None:
+        h, w = frame.image.shape[:2]
+        size = frame.source_size or (w, h)  # zones are drawn on the video's own pixels
         with self._lock:
             camera = self.camera
-            h, w = frame.image.shape[:2]
-            if self._layout is None or self._layout.frame_size != (w, h):
-                self._layout = Layout(camera, w, h)
+            if self._layout is None or self._layout.frame_size != size:
+                self._layout = Layout(camera, *size)
             layout, smoother = self._layout, self._smoother
         dets = self.detector.detect(frame.image, camera.detect)
+        if size != (w, h):  # scaled in the decoder: boxes back to the video's pixels
+            factor = np.array([size[0] / w, size[1] / h] * 2, np.float32)
+            dets = Detections(dets.xyxy * factor, dets.confidence)
         tiles = int(self.detector.last_timing.get("tiles", 1))
         smoothed = smoother.update(layout.count(dets), layout)
         now = time.monotonic()
         with self._lock:
-            self._latest = (frame.image, dets)
+            self._latest, self._latest_size = (frame.image, dets), size
         self.stats.tick(now)
         self.stats.latency_ms = (now - frame.captured) * 1000.0
         self.stats.sections = smoothed

@@ -224,6 +224,7 @@ class Publisher:
         self._protocol = _protocol(cfg)
         self._state = CameraState.DEGRADED  # "online" once the pipeline has analysed a frame
         self._reason: str | None = "starting"
+        self._decode: contract.DecodeStatus | None = None
         self.calibration = calibration  # sent in every status message (last will included); None: absent
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._connected = threading.Event()
@@ -292,6 +293,14 @@ class Publisher:
         if changed and self._connected.is_set():
             self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
 
+    def set_decode(self, decode: contract.DecodeStatus | None) -> None:
+        """How the camera's video is decoded, sent in every status from now on (re-published when it changes)."""
+        with self._lock:
+            changed = decode != self._decode
+            self._decode = decode
+        if changed and self._connected.is_set():
+            self._client.publish(self.status_topic, self._status_payload(), qos=1, retain=True)
+
     def publish_raw(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish outside the spool (e.g. snapshots): lost if the process dies before the broker has it."""
         self._client.publish(topic, payload, qos=contract.QOS, retain=retain)
@@ -330,6 +339,7 @@ class Publisher:
             ts=contract.utcnow(),
             reason=reason,
             calibration=self.calibration,
+            decode=self._decode if state != CameraState.OFFLINE else None,
         ).to_json()
 
     def _will_payload(self) -> bytes:

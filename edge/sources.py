@@ -1,8 +1,10 @@
-"""Camera sources: video files, RTSP and HTTP(S)/MJPEG URLs, USB cameras, read with OpenCV.
+"""Camera sources: video files, RTSP and HTTP(S)/MJPEG URLs (PyAV), USB cameras (OpenCV).
 
-`FrameSource.frames()` yields only the frames to analyse, at `analysis_fps`. Frames in between are
-skipped with `grab()` (demux and decode only: no colour conversion or copy). A stream that drops is
-reopened with exponential backoff (tenacity) while `on_state` reports ``degraded``.
+`FrameSource.frames()` yields only the frames to analyse, at `analysis_fps`. Files and network streams are
+read with PyAV (edge/avsource.py): every packet is demuxed, and only keyframes are decoded when they come
+often enough for the analysis, else every frame is decoded and only the analysed ones are converted. USB
+cameras (and every source when PyAV is not installed) are read with OpenCV, skipping frames with `grab()`.
+A stream that drops is reopened with exponential backoff (tenacity) while `on_state` reports ``degraded``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -21,6 +24,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 
 from edge.config import CameraConfig
 from turnout.contract import CameraState
+
+try:
+    from edge import avsource
+except ImportError:  # PyAV not installed: OpenCV reads every source
+    avsource = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +54,15 @@ class Frame:
     ts: datetime  # frame time, UTC
     index: int  # frame number in the source since it was opened
     captured: float  # time.monotonic() when it was read, for latency figures
+    source_size: tuple[int, int] | None = None  # (w, h) of the video when `image` was scaled in the decoder
 
 
 StateCallback = Callable[[CameraState, str | None], None]
+
+
+def uses_pyav(camera: CameraConfig) -> bool:
+    """Files and network streams are read with PyAV when it is installed; USB cameras with OpenCV."""
+    return avsource is not None and camera.source_kind != "usb"
 
 
 def open_capture(camera: CameraConfig) -> cv2.VideoCapture:
@@ -93,13 +110,26 @@ def probe(camera: CameraConfig) -> tuple[np.ndarray, float]:
 class FrameSource:
     """Produces analysis frames for one camera until `stop` is set or a non-looping file ends."""
 
-    def __init__(self, camera: CameraConfig, stop: threading.Event, on_state: StateCallback | None = None):
+    def __init__(
+        self,
+        camera: CameraConfig,
+        stop: threading.Event,
+        on_state: StateCallback | None = None,
+        on_decode: Callable[[avsource.DecodeInfo], None] | None = None,
+        scale: bool = True,
+    ):
+        """`on_decode` hears how the video is decoded (PyAV sources); `scale` False keeps the native size."""
         self.camera = camera
         self.stop = stop
         self.on_state = on_state or (lambda state, reason: None)
+        self.on_decode = on_decode or (lambda info: None)
+        self.scale = scale
         self.decoded = 0  # frames retrieved (converted) for analysis
-        self.grabbed = 0  # frames demuxed in total
+        self.grabbed = 0  # frames (PyAV: packets) demuxed in total
+        self.fed = 0  # PyAV: packets given to the decoder (keyframe-only decoding: the analysed keyframes)
         self.reconnects = 0
+        self.decode_info: avsource.DecodeInfo | None = None  # PyAV sources: the latest decode status
+        self.hw_failed: str | None = None  # a hardware decoder failed: later sessions use the CPU (auto)
         self._flaps = 0  # stream sessions in a row that ended before STABLE_S
 
     # ------------------------------------------------------------------------------------ public
@@ -110,18 +140,21 @@ class FrameSource:
             first = False
             if cap is None:
                 return
+            session_start, frames = time.monotonic(), 0
             try:
                 if self.camera.source_kind == "file":
                     finished = yield from self._read_file(cap)
                     if finished:
                         return
                 else:
-                    session_start, frames = time.monotonic(), 0
                     for frame in self._read_stream(cap):
                         frames += 1
                         yield frame
             finally:
-                cap.release()
+                if uses_pyav(self.camera):
+                    cap.close()
+                else:
+                    cap.release()
             if not self.stop.is_set() and self.camera.source_kind != "file":
                 self.reconnects += 1
                 self.on_state(CameraState.DEGRADED, f"stream lost: {self.camera.source}")
@@ -135,10 +168,13 @@ class FrameSource:
                     return
 
     # ----------------------------------------------------------------------------------- opening
-    def _open(self, first: bool) -> cv2.VideoCapture | None:
+    def _open(self, first: bool) -> cv2.VideoCapture | av.container.InputContainer | None:
         """Open the source; files fail at once, streams retry with backoff while degraded."""
+        opener = avsource.open_container if uses_pyav(self.camera) else open_capture
         if self.camera.source_kind == "file":
-            return open_capture(self.camera)  # a missing or corrupt file is a config error
+            if not os.path.isfile(str(self.camera.source)):
+                raise SourceError(f"camera {self.camera.id}: video file not found: {self.camera.source}")
+            return opener(self.camera)  # a missing or corrupt file is a config error
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -154,13 +190,20 @@ class FrameSource:
             reraise=True,
         )
         try:
-            return retrying(open_capture, self.camera)  # "online" is reported once frames are analysed
+            return retrying(opener, self.camera)  # "online" is reported once frames are analysed
         except SourceError:
             return None  # stopped while retrying
 
     # ----------------------------------------------------------------------------------- reading
-    def _read_file(self, cap: cv2.VideoCapture) -> Iterator[Frame]:
+    def _av_session(self, container: av.container.InputContainer) -> Iterator[Frame]:
+        """One PyAV session (edge/avsource.py); returns True when a file is done."""
+        info = avsource.decoder_for(self.camera, self.hw_failed)
+        return (yield from avsource.AvSession(self, container, info, self.on_decode, self.scale).frames())
+
+    def _read_file(self, cap: cv2.VideoCapture | av.container.InputContainer) -> Iterator[Frame]:
         """Yield analysis frames of a video file; return True when the file is done (no loop)."""
+        if uses_pyav(self.camera):
+            return (yield from self._av_session(cap))
         native = cap.get(cv2.CAP_PROP_FPS) or 25.0
         native = native if 0 < native < 1000 else 25.0
         stride = max(1, round(native / self.camera.analysis_fps))
@@ -195,8 +238,11 @@ class FrameSource:
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         return True
 
-    def _read_stream(self, cap: cv2.VideoCapture) -> Iterator[Frame]:
+    def _read_stream(self, cap: cv2.VideoCapture | av.container.InputContainer) -> Iterator[Frame]:
         """Read a live stream continuously (so it never lags) and decode only the analysis frames."""
+        if uses_pyav(self.camera):
+            yield from self._av_session(cap)
+            return
         period = 1.0 / self.camera.analysis_fps
         next_due = time.monotonic()
         index = 0

@@ -238,6 +238,21 @@ class CountCalibration(_Payload):
     at: datetime | None = Field(default=None, description="When the calibration was made, UTC.")
 
 
+class DecodeStatus(_Payload):
+    """How the edge decodes this camera's video (optional in ``status``; absent from older edges)."""
+
+    mode: Literal["keyframes", "full"] = Field(
+        description="keyframes: only keyframes are decoded; full: every frame is decoded."
+    )
+    decoder: Literal["cpu", "vaapi", "nvdec", "v4l2m2m"] = Field(description="The decoder in use.")
+    keyframe_interval_s: float | None = Field(
+        default=None, ge=0.0, le=3600.0, description="Measured seconds between keyframes; absent until measured."
+    )
+    reason: str | None = Field(
+        default=None, max_length=300, description="Why frames are fully decoded or a hardware decoder is not used."
+    )
+
+
 class Status(_Payload):
     """Payload of ``turnout/v1/{venue}/{camera}/status`` (retained; ``offline`` is the last will)."""
 
@@ -250,6 +265,7 @@ class Status(_Payload):
     calibration: CountCalibration | None = Field(
         default=None, description="Counting error measured against manual counts; absent: uncalibrated."
     )
+    decode: DecodeStatus | None = Field(default=None, description="How the video is decoded; absent from older edges.")
 
     @field_validator("ts")
     @classmethod
