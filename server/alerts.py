@@ -21,6 +21,7 @@ from turnout.contract import Alert, AlertKind, alert_topic
 log = logging.getLogger(__name__)
 
 Publisher = Callable[[str, bytes], None]
+Listener = Callable[[dict[str, Any]], object]
 
 
 def alert_id(kind: AlertKind, scope: str, subject: str | None = None) -> str:
@@ -52,12 +53,17 @@ class AlertBook:
 
     def __init__(self, publish: Publisher | None = None) -> None:
         self._publish = publish
+        self._listener: Listener | None = None
         self._rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.published = 0
 
     def set_publisher(self, publish: Publisher | None) -> None:
         self._publish = publish
+
+    def set_listener(self, listener: Listener | None) -> None:
+        """Called with the stored alert after each published change (organizer notifications); must not block."""
+        self._listener = listener
 
     def load(self, session: Session) -> None:
         with self._lock:
@@ -129,6 +135,11 @@ class AlertBook:
             except Exception:  # the alert is stored; it is re-published on the next change
                 log.exception("could not publish alert %s", id)
         log.info("alert %s: %s (%s)", id, state, message)
+        if self._listener is not None:
+            try:
+                self._listener(self._rows[id])
+            except Exception:  # notifications never stop alerts
+                log.exception("alert listener failed for %s", id)
         return True
 
     def acknowledge(self, session: Session, alert_id: str, user: str, now: datetime) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from server.clock import Clock
 from server.db.session import Database
 from server.ingest import MqttBridge
 from server.live import LiveHub
+from server.notify import Notifier
 from server.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ CSP = (
     "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
-ROUTERS = ("auth", "venues", "events", "registrations", "live", "history", "alerts")
+ROUTERS = ("auth", "venues", "events", "registrations", "live", "history", "alerts", "notify")
 OPTIONAL_ROUTERS = ("ui", "stream", "calibration")  # the dashboard's, mounted when present
 
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
                     await task
             if settings.mqtt_enabled:
                 bridge.stop()
+            notifier.stop()
             with db.session() as s:
                 hub.flush(s)
             db.dispose()
@@ -73,6 +75,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     hub = LiveHub(settings, db, clock)
     bridge = MqttBridge(settings, hub)
     hub.alerts.set_publisher(lambda topic, payload: bridge.publish(topic, payload, qos=1, retain=True))
+    notifier = hub.notifier = Notifier(
+        db,
+        hub.clock,
+        attempts=settings.notify_attempts,
+        backoff_s=settings.notify_backoff_s,
+        backoff_max_s=settings.notify_backoff_max_s,
+    )
+    hub.alerts.set_listener(notifier.alert_changed)
     app.state.settings = settings
     app.state.db = db
     app.state.hub = hub

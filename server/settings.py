@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         0.9, ge=0, le=1, description="No new decision while live (non-stale) sections hold less of the seats."
     )
     rate_window_s: float = Field(300.0, gt=0, description="Window for the arrival rate (event time).")
+    notify_attempts: int = Field(5, ge=1, le=50, description="Tries per alert and notification target.")
+    notify_backoff_s: float = Field(
+        2.0, gt=0, le=3600, description="Wait before the 2nd try; doubled each time (at most notify_backoff_max_s)."
+    )
+    notify_backoff_max_s: float = Field(300.0, gt=0, description="Longest wait between two tries.")
 
     # API
     public_read: bool = Field(True, description="Live figures, venues and events readable without a token.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
@@ -16,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.db.models import Camera, Event, Section, Venue
+from server.notify import NotifyTarget, parse_targets
 from turnout.contract import ID_PATTERN, check_camera_id
 from turnout.paths import UnsetVariableError, expand_config_vars
 
@@ -116,6 +118,29 @@ class EventIn(_Strict):
     capacity: StrictInt = Field(gt=0, le=MAX_CAPACITY)
     expected_show_up: float | None = Field(None, gt=0, le=1)
     overflow: OverflowIn | None = None
+    timezone: str = Field(
+        "UTC", max_length=64, description="IANA time zone of the venue, e.g. America/Chicago: clock times are shown in it."
+    )
+    notify: list[NotifyTarget | str] | None = Field(
+        None,
+        max_length=50,
+        description="Organizers' notification targets: Apprise URLs (a string, or {url, label, kinds}); "
+        "omitted: the targets already set (e.g. from the dashboard) are kept.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as America/Chicago or UTC)") from None
+        return name
+
+    @field_validator("notify")
+    @classmethod
+    def _targets(cls, items: list[NotifyTarget | str] | None) -> list[NotifyTarget | str] | None:
+        return None if items is None else list(parse_targets(items))
 
     @field_validator("doors_open", "start")
     @classmethod
@@ -174,10 +199,15 @@ def save_event(session: Session, e: EventIn) -> Event:
     row.start = e.start
     row.capacity = e.capacity
     row.expected_show_up = e.expected_show_up
+    row.timezone = e.timezone
     o = e.overflow
     row.overflow_name = o.name if o else None
     row.overflow_capacity = o.capacity if o else None
     row.overflow_deadline = o.deadline if o else None
+    if e.notify is not None:
+        row.notify = [t.model_dump(mode="json") for t in parse_targets(e.notify)]
+    elif row.notify is None:
+        row.notify = []
     row.overflow_threshold = o.threshold if o else None
     return row
 
@@ -230,6 +260,7 @@ def event_dict(e: Event) -> dict[str, Any]:
         "start": e.start.isoformat(),
         "capacity": e.capacity,
         "expected_show_up": e.expected_show_up,
+        "timezone": e.timezone or "UTC",
         "overflow": overflow_dict(e),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import get_args
 
 import typer
 from typer.core import TyperArgument, TyperOption
@@ -28,7 +29,8 @@ def _help_metavar(param: TyperOption | TyperArgument, ctx: object) -> str | None
         label = "PATH"
     else:
         names = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "datetime": "DATETIME"}
-        label = names.get(getattr(desc.annotation, "__name__", ""), "VALUE")
+        annotation = get_args(desc.annotation)[0] if desc.is_list and get_args(desc.annotation) else desc.annotation
+        label = names.get(getattr(annotation, "__name__", ""), "VALUE")
     return label + ("..." if param.nargs != 1 else "")
 
 
@@ -78,11 +80,14 @@ def demo(
     speed: float = typer.Option(60.0, help="Time compression of the simulated event (60 = 1 h in 1 min)."),
     port: int = typer.Option(8000, help="Dashboard/API port."),
     duration: float = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
+    notify: list[str] = typer.Option(
+        None, help="Apprise URL that gets the demo event's alerts (repeatable), e.g. mailto://... or json://host/hook."
+    ),
 ) -> None:
     """Bring up a whole venue: broker, server, a real edge and a simulated arena."""
     from turnout.demo import run_demo
 
-    raise SystemExit(run_demo(video=video, speed=speed, port=port, duration=duration))
+    raise SystemExit(run_demo(video=video, speed=speed, port=port, duration=duration, notify=notify or None))
 
 
 def main() -> None:

@@ -70,8 +70,9 @@ def demo_times(now: datetime | None = None) -> DemoTimes:
 
 
 # ------------------------------------------------------------------------------------ files
-def venue_file(path: Path, plan: ArenaPlan, times: DemoTimes) -> Path:
-    """The server's venue/event YAML: the real edge's sections plus the simulated ones."""
+def venue_file(path: Path, plan: ArenaPlan, times: DemoTimes, notify: list[str] | None = None) -> Path:
+    """The server's venue/event YAML: the real edge's sections plus the simulated ones; ``notify``: the event's
+    organizer channels (Apprise URLs)."""
     sections = [
         {
             "id": s["id"],
@@ -110,6 +111,7 @@ def venue_file(path: Path, plan: ArenaPlan, times: DemoTimes) -> Path:
                     "deadline": times.deadline.isoformat(),
                     "threshold": 0.95,
                 },
+                **({"notify": list(notify)} if notify else {}),
             }
         ],
     }
@@ -265,8 +267,10 @@ def run_demo(
     port: int = 8000,
     duration: float | None = None,
     registrations: int | None = None,
+    notify: list[str] | None = None,
 ) -> int:
-    """Run the demo until Ctrl-C or `duration` seconds; returns the exit code."""
+    """Run the demo until Ctrl-C or `duration` seconds; returns the exit code. ``notify``: Apprise URLs that get
+    the demo event's alerts."""
     if speed <= 0:
         print("demo: --speed must be > 0", file=sys.stderr)
         return 2
@@ -291,7 +295,7 @@ def run_demo(
 
         times = demo_times()
         plan = arena_plan(ARENA_SEATS - sum(s["seats"] for s in EDGE_SECTIONS), FINAL_ATTENDANCE)
-        venues = venue_file(work / "venue.yaml", plan, times)
+        venues = venue_file(work / "venue.yaml", plan, times, notify)
         regs = sample_registrations(work / "registrations.csv", registrations, times) if registrations > 0 else None
         db_url = f"sqlite:///{work / 'turnout.db'}"
         t0 = time.monotonic()

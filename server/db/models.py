@@ -97,6 +97,10 @@ class Event(Base):
     overflow_capacity: Mapped[int | None] = mapped_column(Integer, default=None)
     overflow_deadline: Mapped[datetime | None] = mapped_column(default=None)
     overflow_threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    """IANA zone of the venue (``America/Chicago``): clock times on the dashboard and in reports."""
+    notify: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """Organizers' notification targets: ``[{url, label, kinds}]`` (Apprise URLs; secrets: admin only)."""
 
 
 class Registration(Base):
@@ -212,6 +216,24 @@ class AlertRow(Base):
     updated_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class AlertDelivery(Base):
+    """One alert change sent to one notification target: its attempts and outcome (server.notify)."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(255), index=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    alert_state: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(200))
+    target_url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class User(Base):

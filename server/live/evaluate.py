@@ -190,6 +190,13 @@ def evaluate(snap: EventSnapshot, rules: EvalRules) -> Evaluation:
     return Evaluation(snap.event.id, fc, new, figs, (alert,) if alert else ())
 
 
+def _minutes_in_words(minutes: float) -> str:
+    """``95.2`` -> "1 h 35 min to the start"; negative: "started 10 min ago"."""
+    m = round(abs(minutes))
+    text = f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{m} min"
+    return f"{text} to the start" if minutes >= 0 else f"started {text} ago"
+
+
 def decision_alert(
     event: EventInfo,
     memory: DecisionMemory,
@@ -210,14 +217,15 @@ def decision_alert(
     p = figs.get("p_reach_target")
     chance = f"{p:.0%}" if isinstance(p, float) else "unknown"
     band = (
-        f"{figs['forecast_p05']:,}–{figs['forecast_p95']:,} (most likely {figs['forecast_p50']:,})"
+        f"final attendance forecast {figs['forecast_p05']:,} to {figs['forecast_p95']:,} "
+        f"(most likely {figs['forecast_p50']:,})"
         if figs.get("forecast_p50") is not None
-        else "no forecast"
+        else "no forecast yet"
     )
     target = f"{figs['target']:,.0f}" if figs.get("target") is not None else "the target"
     base = (
-        f"{event.name}: {figs['attendance']:,} in, final forecast {band}; chance of reaching {target}: {chance}; "
-        f"{figs['minutes_to_start']:g} min to start"
+        f"{event.name}: {figs['attendance']:,} people in, {band}; chance of reaching {target}: {chance}; "
+        f"{_minutes_in_words(figs['minutes_to_start'])}"
     )
     overflow = event.overflow_name or "overflow"
     if state == DecisionState.cancel_overflow:

@@ -39,6 +39,7 @@ from server.live.evaluate import AlertSpec, EvalRules, Evaluation, decision_aler
 from server.live.snapshot import EventSnapshot
 from server.live.state import EventLive, LiveState, SeriesPoint, VenueLive
 from server.live.view import live_json
+from server.notify import Notifier
 from server.recording import Recorder
 from server.settings import Settings
 from turnout.contract import Occupancy
@@ -67,6 +68,8 @@ class LiveHub:
         self._link_since: datetime | None = None
         self._history_shapes: dict[str, tuple[ArrivalShape, ...]] = {}
         self.recorder: Recorder | None = None
+        self.notifier: Notifier | None = None
+        """Organizer notifications (set by `server.app.create_app`; replays and backtests send none)."""
         if settings.record_file is not None:
             self.recorder = Recorder(settings.record_file, self.clock.now)
 
@@ -126,6 +129,8 @@ class LiveHub:
                 venues, events = store.load(s, self.state)
                 self._history_shapes = _past_event_shapes(s, events, self.clock.now())
                 self.alerts.load(s)
+                if self.notifier is not None:
+                    self.notifier.load(s)
             with self.state.lock:
                 self.state.venues, self.state.events = venues, events
                 self.state.version += 1
@@ -143,6 +148,10 @@ class LiveHub:
             for a in self.alerts.all()
             if a["active"] and not a["acknowledged"] and (a["event"] == event_id or a["venue"] == snap.event.venue_id)
         ]
+        if self.notifier is not None:
+            alerts = [
+                {**a, "deliveries": [d.model_dump(mode="json") for d in self.notifier.log(a["id"])]} for a in alerts
+            ]
         return live_json(snap, alerts, self.settings.rate_window_s)
 
     def listen(self, event_id: str | None = None, heartbeat_s: float = 5.0) -> AsyncIterator[dict[str, Any]]:

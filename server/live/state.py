@@ -100,6 +100,8 @@ class EventInfo:
     overflow_capacity: int | None
     overflow_deadline: datetime | None
     overflow_threshold: float | None
+    timezone: str = "UTC"
+    """The venue's IANA time zone: the dashboard and reports show clock times in it."""
 
 
 @dataclass

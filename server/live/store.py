@@ -77,6 +77,7 @@ def load(s: Session, state: LiveState) -> tuple[dict[str, VenueLive], dict[str, 
                 e.overflow_capacity,
                 e.overflow_deadline,
                 e.overflow_threshold,
+                e.timezone or "UTC",
             )
         )
         if old_e is not None:

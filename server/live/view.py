@@ -62,6 +62,7 @@ def live_json(snap: EventSnapshot, alerts: list[dict[str, Any]], rate_window_s: 
             "name": ev.name,
             "doors_open": ev.doors_open.isoformat(),
             "start": ev.start.isoformat(),
+            "timezone": ev.timezone,
             "overflow": overflow_dict(ev),
         },
         "attendance": attendance,

@@ -34,6 +34,7 @@ class EventOut(BaseModel):
     start: str
     capacity: int
     expected_show_up: float | None
+    timezone: str = "UTC"
     overflow: OverflowOut | None
 
 

@@ -83,6 +83,7 @@ def _venue_yaml(path: Path, venue: str, event: str) -> Path:
                 "doors_open": (now - timedelta(minutes=30)).isoformat(),
                 "start": (now + timedelta(minutes=90)).isoformat(),
                 "capacity": 120,
+                "timezone": "America/Chicago",
                 "overflow": {"capacity": 500, "deadline": (now + timedelta(minutes=30)).isoformat()},
             }
         ],
@@ -114,6 +115,8 @@ def live_server(system_broker: Broker, tmp_path_factory: pytest.TempPathFactory)
         create_user(s, "ops", Role.operator, PASSWORD)
     with db.session() as s:
         create_user(s, "watcher", Role.viewer, PASSWORD)
+    with db.session() as s:
+        create_user(s, "chief", Role.admin, PASSWORD)
     db.dispose()
     settings = load_settings(
         None, database_url=url, mqtt_url=system_broker.url, mqtt_venues=[venue], public_read=False, tick_s=0.2

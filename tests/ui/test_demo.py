@@ -13,11 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.notify_sink import sink
+from tests.server.helpers import wait_until
 from tests.ui.conftest import REPO, wait_live
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 SHOTS = REPO / "test-artifacts" / "demo"
 PASSWORD = "demo-test-password"
+__all__ = ["sink"]  # the fixture
 
 
 def _wait_ready(proc: subprocess.Popen[str], lines: list[str], timeout: float) -> str:
@@ -34,10 +37,14 @@ def _wait_ready(proc: subprocess.Popen[str], lines: list[str], timeout: float) -
     raise AssertionError("demo did not become ready:\n" + "".join(lines[-40:]))
 
 
-def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path) -> None:
+def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path, sink) -> None:
+    """...and its decision alert reaches an organizer's mailbox (local SMTP sink) and webhook within 5 s."""
+    got, smtp_port, http_port = sink
     env = dict(os.environ, TURNOUT_DEMO_PASSWORD=PASSWORD, TURNOUT_DEMO_REGISTRATIONS="50000", PYTHONUNBUFFERED="1")
     env.setdefault("TURNOUT_MODEL_DIR", str(shared / "models"))
-    cmd = [sys.executable, "-m", "turnout.cli", "demo", "--speed", "240", "--port", "0", "--duration", "170"]
+    mail = f"mailto://127.0.0.1:{smtp_port}?from=turnout@example.org&to=organizer@example.org&mode=insecure"
+    cmd = [sys.executable, "-m", "turnout.cli", "demo", "--speed", "240", "--port", "0", "--duration", "170",
+           "--notify", mail, "--notify", f"json://127.0.0.1:{http_port}/ok"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     lines: list[str] = []
     try:
@@ -66,12 +73,16 @@ def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path) -
                 middle_taken = True
             if live["decision"]["state"] != "undecided":
                 break
-            time.sleep(1)
+            time.sleep(0.5)
+        seen_at = time.monotonic()  # at most 0.5 s (and one request) after the alert was raised
         state = live["decision"]["state"]
         assert state == "cancel_overflow", f"decision {state} after 150 s; last figures {live.get('forecast')}"
         figures = live["decision"]["figures"]
         assert figures.get("forecast_p95", figures.get("forecast_high")) < figures["target"]
         assert figures["minutes_to_start"] >= 60, figures
+        wait_until(lambda: got.mails and got.hooks, 5, "the decision alert by mail and webhook")
+        assert got.mails[0][0] - seen_at < 5 and got.hooks[0][0] - seen_at < 5
+        assert "Overflow decision" in got.mails[0][1]["Subject"] and "Cancel the overflow" in got.hooks[0][2]["message"]
         page.wait_for_selector("#decision[data-state='cancel_overflow']", timeout=5_000)
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SHOTS / "demo-decision.png"), full_page=True)

@@ -1,4 +1,4 @@
-"""Sign-in page and dashboard as a person sees them, at 1440 and 390 px: layout, not just presence.
+"""Sign-in page and dashboard as a person sees them, at 1440, 1024 and 390 px: layout, not just presence.
 
 Two kinds of dashboard checks:
 
@@ -39,8 +39,8 @@ from tests.ui.conftest import (
 pytestmark = pytest.mark.browser
 
 SHOTS = REPO / "docs" / "screenshots"
-TZ = "America/Chicago"  # the browser's time zone in these tests: times on screen are local, 24-hour
-WIDTHS = [1440, 390]
+TZ = "America/Chicago"  # the venue's time zone (the event's `timezone`): times on screen are in it, 24-hour
+WIDTHS = [1440, 1024, 390]
 
 # ---------------------------------------------------------------------------------------- page probes
 # Each returns a list of problems (empty when the layout is right).
@@ -164,14 +164,14 @@ def context_at(browser: Any, request: pytest.FixtureRequest):
     """New browser contexts of a given width (phone widths as a touch device), closed at the end; no page errors."""
     made: list[tuple[Any, list[str]]] = []
 
-    def make(width: int) -> Any:
+    def make(width: int, browser_tz: str = TZ) -> Any:
         phone = width < 600
         ctx = browser.new_context(
             viewport={"width": width, "height": 844 if phone else 900},
             device_scale_factor=2 if phone else 1,
             is_mobile=phone,
             has_touch=phone,
-            timezone_id=TZ,
+            timezone_id=browser_tz,
             locale="en-US",
         )
         page = ctx.new_page()
@@ -486,6 +486,7 @@ def tulsa_snapshot(
             "name": "Tulsa rally",
             "doors_open": _iso(DOORS),
             "start": _iso(START),
+            "timezone": TZ,
             "overflow": {"name": "outdoor stage", "capacity": 40_000, "deadline": _iso(DEADLINE), "threshold": 0.9},
         },
         "attendance": attendance,
@@ -560,6 +561,7 @@ DASHBOARD_READS = {
     "event.name",
     "event.doors_open",
     "event.start",
+    "event.timezone",
     "event.overflow.deadline",
     "event.overflow.threshold",
     "forecast.p05",
@@ -625,8 +627,10 @@ def serve(page: Any, server: LiveServer, snap: dict[str, Any], history: list[dic
     )
 
 
-def open_served(context_at, server: LiveServer, width: int, snap: dict[str, Any], history: list[dict[str, Any]]) -> Any:
-    page = context_at(width)
+def open_served(
+    context_at, server: LiveServer, width: int, snap: dict[str, Any], history: list[dict[str, Any]], browser_tz: str = TZ
+) -> Any:
+    page = context_at(width, browser_tz)
     serve(page, server, snap, history)
     login(page, server)
     wait_live(page)
@@ -747,9 +751,10 @@ def test_after_the_start_no_range_no_rate(context_at, live_server: LiveServer) -
     text = page.text_content("main")
     assert "likely" not in text, "a forecast range after the start"
     assert not page.is_visible("#fig-rate"), "an arrival rate after the start"
-    assert page.text_content("#forecast-label") == "Attendance at the start"
+    assert page.text_content("#forecast-label") == "Final attendance"
     assert page.text_content("#forecast") == f"{at_start:,}"
     assert page.text_content("#forecast-band").startswith("at 20:00 · ")
+    assert page.text_content("#showup") == f"show-up {100 * at_start / 1_000_000:.1f} % ({at_start:,} of 1,000,000 came)"
     assert page.text_content("#decision-status") == "final"
     assert page.text_content("#decision-chance") == "Target 17,100 not reached"
     assert page.text_content("#decision-why") == (
@@ -759,3 +764,16 @@ def test_after_the_start_no_range_no_rate(context_at, live_server: LiveServer) -
     assert "started 15 min ago" in page.text_content("#decision-times")
     assert_layout(page, DECISION_PARTS, "#decision", ["#decision-why", "#decision-times"])
     shoot(page, "dashboard-after-start-1440", docs=True)
+
+
+def test_times_are_in_the_venues_zone_whatever_the_browsers(context_at, live_server: LiveServer) -> None:
+    """A browser in Tokyo shows the Tulsa evening in Chicago time, 24-hour, and says so once in the header."""
+    now = DEADLINE - timedelta(minutes=35)
+    page = open_served(context_at, live_server, 1024, tulsa_snapshot(now, attendance=4_480, p=0.01), _history(now, 6_300),
+                       browser_tz="Asia/Tokyo")  # fmt: skip
+    assert page.text_content("#decision-status") == "provisional until 19:00"
+    assert page.text_content("#decision-times") == "Doors 16:00 · decision deadline 19:00 · start 20:00 (in 1 h 35 min)"
+    clock = page.text_content("#clock")
+    assert clock == f"{now.astimezone(ZoneInfo(TZ)):%H:%M} · all times Chicago time (CDT), 24-hour", clock
+    shown = page.text_content("main")
+    assert "Chicago" not in shown and " AM" not in shown and " PM" not in shown, "zone stated once, no 12-hour times"

@@ -36,10 +36,26 @@
   let chartState = null;
   const series = { t: [], att: [], low: [], fc: [], high: [], queue: [] };
 
-  // One time format everywhere: 24-hour clock, the browser's (venue's) local time.
-  const hm = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-  const hms = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  // One time format everywhere: 24-hour clock in the venue's time zone (the event's `timezone`), stated once in
+  // the header.
+  let zone = null;
+  let hm = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
   const clock = (iso) => (iso ? hm.format(new Date(iso)) : "–");
+  function useZone(tz) {
+    if (!tz || tz === zone) return;
+    try {
+      hm = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZone: tz });
+      zone = tz;
+    } catch (_err) {
+      /* unknown to this browser: keep the browser's zone */
+    }
+  }
+  function zoneName(iso) {
+    const parts = new Intl.DateTimeFormat("en-US", { timeZone: zone || undefined, timeZoneName: "short" }).formatToParts(new Date(iso));
+    const abbr = (parts.find((p) => p.type === "timeZoneName") || {}).value;
+    const place = zone ? zone.split("/").pop().replace(/_/g, " ") : "local time";
+    return zone === "UTC" ? "UTC" : abbr && abbr !== place ? `${place} time (${abbr})` : `${place} time`;
+  }
   const num = (v) => (v === null || v === undefined || Number.isNaN(v) ? null : v);
   const cap1 = (s) => (s ? s.charAt(0).toUpperCase() + s.slice(1) : s);
 
@@ -77,6 +93,7 @@
         threshold: overflow.threshold ?? ev.overflow_threshold ?? dec.threshold ?? null,
         deadline: overflow.deadline ?? ev.overflow_deadline ?? null,
         overflowName: overflow.name ?? null,
+        timezone: ev.timezone ?? null,
       },
       now: s.now ?? s.ts ?? null,
       attendance: live.attendance ?? 0,
@@ -137,6 +154,13 @@
         message: a.message ?? "",
         acked: !!(a.acknowledged ?? a.acknowledged_at ?? a.acked),
         ackedBy: a.acknowledged_by ?? null,
+        deliveries: (a.deliveries || []).map((x) => ({
+          target: x.target,
+          status: x.status,
+          attempts: x.attempts ?? 0,
+          error: x.error ?? null,
+          at: x.delivered_at ?? x.updated_at ?? null,
+        })),
       })),
     };
   }
@@ -169,6 +193,7 @@
   function render(raw) {
     lastRaw = raw;
     const d = normalize(raw);
+    useZone(d.event.timezone);
     latest = d;
     const after = started(d);
     if (d.event.name) {
@@ -176,7 +201,7 @@
       document.title = `Turnout · ${d.event.name}`;
     }
     setText("subtitle", d.event.venue ? `venue ${d.event.venue}` : "live attendance");
-    if (d.now) setText("clock", `event time ${hms.format(new Date(d.now))}`);
+    if (d.now) setText("clock", `${clock(d.now)} · all times ${zoneName(d.now)}, 24-hour`);
 
     setText("attendance", fmt(d.attendance));
     let seen = d.people !== null ? `${fmt(d.people)} people seen` : "";
@@ -191,12 +216,15 @@
     if (after) {
       // after the start: what came, no forecast range and no arrival rate
       const atStart = attendanceAtStart(d);
-      setText("forecast-label", "Attendance at the start");
-      setText("forecast", fmt(atStart ?? d.attendance));
+      const final = atStart ?? d.attendance;
+      setText("forecast-label", "Final attendance");
+      setText("forecast", fmt(final));
       setText(
         "forecast-band",
         `at ${clock(d.event.start)}` + (d.capacity && atStart !== null ? ` · ${Math.round((100 * atStart) / d.capacity)} % of the seats` : ""),
       );
+      // the show-up ratio of the final crowd, not of whoever is still in now
+      if (d.registrations) setText("showup", `show-up ${pct(final / d.registrations)} (${fmt(final)} of ${fmt(d.registrations)} came)`);
     } else {
       setText("forecast-label", "Forecast at start");
       setText("forecast", fmt(d.forecast.value));
@@ -605,6 +633,7 @@
           { "data-severity": a.severity, "data-alert": a.id, class: a.acked ? "acked" : "" },
           el("span", { class: "meta", text: `${ALERT_KINDS[a.kind] || a.kind}${a.state === "cleared" ? " · cleared" : ""}${a.ts ? ` · ${clock(a.ts)}` : ""}` }),
           el("span", { class: "msg", text: a.message }),
+          deliveryLog(a),
           el(
             "span",
             { class: "actions" },
@@ -622,6 +651,31 @@
       const again = list.querySelector(`[data-ack="${CSS.escape(focusedId)}"]`);
       if (again) again.focus();
     }
+  }
+
+  // the alert's notifications to organizers: one line per channel, in words
+  const DELIVERY = { sent: "✓", failed: "✗", retrying: "↻", queued: "…" };
+  function deliveryText(x) {
+    const tries = x.attempts === 1 ? "1 try" : `${x.attempts} tries`;
+    if (x.status === "sent") return `${x.target}: sent ${clock(x.at)}`;
+    if (x.status === "failed") return `${x.target}: not delivered after ${tries}`;
+    if (x.status === "retrying") return `${x.target}: retrying (${tries} so far)`;
+    return `${x.target}: sending`;
+  }
+  function deliveryLog(a) {
+    if (!a.deliveries.length) return null;
+    return el(
+      "ul",
+      { class: "deliveries", "aria-label": "Sent to organizers" },
+      ...a.deliveries.map((x) =>
+        el(
+          "li",
+          { "data-status": x.status, title: x.error || "" },
+          el("span", { "aria-hidden": "true", text: `${DELIVERY[x.status] || ""} ` }),
+          deliveryText(x),
+        ),
+      ),
+    );
   }
 
   async function acknowledge(id) {
@@ -682,6 +736,8 @@
       return;
     }
     select.value = eventId;
+    const chosen = events.find((e) => e.id === eventId);
+    if (chosen) useZone(chosen.timezone);
     select.addEventListener("change", () => {
       location.search = `?event=${encodeURIComponent(select.value)}`;
     });
