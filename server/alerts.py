@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.db.models import AlertRow
+from server.db.models import AlertChange, AlertRow
 from turnout.contract import Alert, AlertKind, alert_topic
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,24 @@ def row_to_dict(row: AlertRow) -> dict[str, Any]:
         "acknowledged_at": row.acknowledged_at.isoformat() if row.acknowledged_at else None,
         "acknowledged_by": row.acknowledged_by,
     }
+
+
+def _change(row: AlertRow, action: str, now: datetime, by: str | None = None) -> AlertChange:
+    """The alert log's entry for ``row`` as it is now (the post-event report reads the log)."""
+    return AlertChange(
+        alert_id=row.id,
+        venue_id=row.venue_id,
+        event_id=row.event_id,
+        kind=row.kind,
+        subject=row.subject,
+        ts=now,
+        action=action,
+        state=row.state,
+        active=row.active,
+        severity=row.severity,
+        message=row.message,
+        by=by,
+    )
 
 
 class AlertBook:
@@ -114,6 +132,8 @@ class AlertBook:
         if active:
             row.acknowledged_at = None
             row.acknowledged_by = None
+        action = "raised" if known is None or (active and not known["active"]) else "changed" if active else "cleared"
+        session.add(_change(row, action, now))
         session.commit()
         with self._lock:
             self._rows[id] = row_to_dict(row)
@@ -149,6 +169,7 @@ class AlertBook:
         if row.acknowledged_at is None:
             row.acknowledged_at = now
             row.acknowledged_by = user
+            session.add(_change(row, "acknowledged", now, user))
             session.commit()
         with self._lock:
             self._rows[alert_id] = row_to_dict(row)

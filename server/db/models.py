@@ -255,3 +255,39 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DecisionChange(Base):
+    """One change of an event's overflow decision (state, freeze, override): the report's decision timeline."""
+
+    __tablename__ = "decision_changes"
+    pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    ts: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(32))
+    previous: Mapped[str | None] = mapped_column(String(32), default=None)
+    frozen: Mapped[bool] = mapped_column(Boolean, default=False)
+    reversed_from: Mapped[str | None] = mapped_column(String(32), default=None)
+    by: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The operator who set it (override or hand-back to automatic); None: the automatic decision."""
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AlertChange(Base):
+    """One change of an alert (raised, changed, cleared) or its acknowledgement: the report's alert log."""
+
+    __tablename__ = "alert_changes"
+    pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(255), index=True)
+    venue_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(64), default=None)
+    ts: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(16))
+    """``raised`` | ``changed`` | ``cleared`` | ``acknowledged``."""
+    state: Mapped[str] = mapped_column(String(32))
+    active: Mapped[bool] = mapped_column(Boolean)
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    by: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -300,7 +300,7 @@ class LiveHub:
                 event.decision = new
                 event.decision_figures = figures
             with self.db.session() as s:
-                store.save_decision(s, event_id, new, figures)
+                store.save_decision(s, event_id, new, figures, by=user)
                 if new.state != DecisionState.undecided:
                     spec = decision_alert(snap.event, new, figures, override_by=user)
                 else:  # withdrawn by hand: the earlier decision alert must not stay active

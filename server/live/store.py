@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from server.db.models import (
     Camera,
     Decision,
+    DecisionChange,
     Event,
     EventSample,
     RegistrationSummary,
@@ -165,7 +166,28 @@ def write_sample(
     s.commit()
 
 
-def save_decision(s: Session, event_id: str, d: DecisionMemory, figures: dict[str, Any]) -> None:
+def save_decision(
+    s: Session, event_id: str, d: DecisionMemory, figures: dict[str, Any], by: str | None = None
+) -> None:
+    """Save the decision; a change of state, freeze or override is also appended to ``decision_changes``.
+
+    ``by``: the operator behind this change (an override, or handing it back to automatic).
+    """
+    old = s.get(Decision, event_id)
+    was = (old.state, old.frozen, old.override_by) if old is not None else None
+    if was != (d.state.value, d.frozen, d.override_by) or by is not None:
+        s.add(
+            DecisionChange(
+                event_id=event_id,
+                ts=figures_ts(figures, d.since),
+                state=d.state.value,
+                previous=old.state if old is not None else None,
+                frozen=d.frozen,
+                reversed_from=d.reversed_from.value if d.reversed_from else None,
+                by=by or d.override_by,
+                figures=figures,
+            )
+        )
     s.merge(
         Decision(
             event_id=event_id,
@@ -180,6 +202,15 @@ def save_decision(s: Session, event_id: str, d: DecisionMemory, figures: dict[st
         )
     )
     s.commit()
+
+
+def figures_ts(figures: dict[str, Any], default: datetime) -> datetime:
+    """The evaluation time in ``figures["at"]`` (ISO 8601), or ``default``."""
+    at = figures.get("at")
+    try:
+        return datetime.fromisoformat(at) if isinstance(at, str) else default
+    except ValueError:
+        return default
 
 
 def flush(s: Session, state: LiveState) -> None:

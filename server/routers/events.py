@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.auth import Role, read_access, require_role
-from server.db.models import AlertRow, Event, User
+from server.db.models import AlertChange, AlertRow, Event, User
 from server.db.session import get_session
 from server.decision import DecisionState
 from server.routers._common import READ, WRITE, errors, not_found, unprocessable
@@ -94,6 +94,7 @@ def delete_event(event_id: str, request: Request, session: Session = Depends(get
         raise not_found(f"no event {event_id!r}")
     session.delete(event)  # registrations, summary, decision and samples go with it (ON DELETE CASCADE)
     session.execute(delete(AlertRow).where(AlertRow.event_id == event_id))
+    session.execute(delete(AlertChange).where(AlertChange.event_id == event_id))
     session.commit()
     request.app.state.hub.reload()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
