@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 KEY_TOLERANCE = 1.1
 """Keyframe-only decoding while keyframes come at most this many analysis intervals apart."""
+LATE_KEY = 1.5
+"""A keyframe this many analysis (or keyframe) intervals late switches to full decoding before it comes."""
 GOP_BUFFER_BYTES = 64 * 1024 * 1024
 """Packets kept since the last keyframe (for an immediate switch to full decoding), at most this much."""
 MAX_BAD_PACKETS = 250
@@ -227,7 +229,17 @@ class AvSession:
         """Analysis frames until the stream ends, fails or `stop` is set; True when a file is finished."""
         while not self.stop.is_set():
             last_media = None
-            for packet in self.container.demux(self.stream):
+            packets = self.container.demux(self.stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except (av.error.FFmpegError, OSError) as exc:
+                    if not self.live:
+                        raise
+                    log.info("camera %s: stream read failed: %s", self.camera.id, exc)
+                    return False  # read timeout, connection reset ...: reconnect
                 if self.stop.is_set():
                     return True
                 if packet.size == 0:
@@ -308,7 +320,8 @@ class AvSession:
             return
         since = self._last_key_clock if self._last_key_clock is not None else self._first_clock(clock)
         gap = clock - since
-        if self.mode == "keyframes" and self._last_key_clock is not None and gap > KEY_TOLERANCE * self.period:
+        late = LATE_KEY * max(self.period, self._interval() or 0.0)  # live arrival jitter must not flap modes
+        if self.mode == "keyframes" and self._last_key_clock is not None and gap > late:
             reason = (
                 f"no keyframe within {gap:.2f} s, analysis every {self.period:.2f} s: decoding every frame"
             )
