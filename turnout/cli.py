@@ -14,6 +14,7 @@ from edge.cli import app as edge_app
 from models.cli import app as models_app
 from server.cli import register as register_server
 from server.replay_cli import register as register_replay
+from server.report.cli import register as register_report
 
 
 def _help_metavar(param: TyperOption | TyperArgument, ctx: object) -> str | None:
@@ -57,6 +58,7 @@ app.add_typer(edge_app, name="edge", help="Run, check and calibrate an edge devi
 app.add_typer(models_app, name="models", help="Fetch and export detection models.")
 register_server(app)
 register_replay(app)
+register_report(app)
 
 
 def _print_version(value: bool) -> None:
