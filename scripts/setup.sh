@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up on a fresh Debian/Ubuntu machine.
 #   scripts/setup.sh demo   -> Python env with edge+server (the demo falls back to an embedded broker)
-#   scripts/setup.sh test   -> also Mosquitto, ffmpeg (RTSP tests) and Chromium (browser tests)
+#   scripts/setup.sh test   -> also Mosquitto, ffmpeg (RTSP tests), Chromium (browser tests), PostgreSQL,
+#                              poppler-utils and Pango (report PDF tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-demo}"
@@ -24,6 +25,9 @@ if [ "$mode" = test ]; then
   command -v rtsp-server-perl >/dev/null 2>&1 || need+=(rtsp-server-perl)   # RTSP camera for stream-drop tests
   [ -x /usr/bin/chromium ] || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v pdftoppm >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)   # report PDF tests
+  ls /usr/lib/*/libpangoft2-1.0.so.0 >/dev/null 2>&1 || need+=(libpango-1.0-0 libpangoft2-1.0-0)   # WeasyPrint (report PDF)
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)   # the report's font
   if [ ${#need[@]} -gt 0 ]; then apt_install "${need[@]}"; fi
 fi
 
