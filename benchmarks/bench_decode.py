@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds per mode")
     ap.add_argument("--clip-seconds", type=float, default=10.0)
     ap.add_argument("--preset", default="veryfast", help="libx264 preset of the generated 4K clip")
-    ap.add_argument("--transport", default="tcp", choices=("tcp", "udp"))
+    ap.add_argument("--transport", default="udp", choices=("tcp", "udp"), help="rtsp-server-perl serves UDP only")
     ap.add_argument("--cores", type=int, default=2, help="cores of the box, for the cameras-per-box column")
     ap.add_argument("--child", nargs=3, metavar=("URL", "KEYFRAME_ONLY", "SECONDS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
