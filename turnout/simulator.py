@@ -82,7 +82,9 @@ class SimSection:
     id: str
     seats: int
     weight: float = 1.0
-    """Relative pull of the section (lower bowl fills before the upper tiers)."""
+    """Relative pull of the section (lower bowl fills before the upper tiers; varies within a tier)."""
+    lead_min: float = 0.0
+    """Minutes this section's crowd runs ahead of (positive) or behind the venue's curve."""
 
 
 @dataclass(frozen=True)
@@ -108,23 +110,33 @@ class ArenaPlan:
         return sum(s.seats for s in self.sections)
 
     def occupancy(self, minutes_to_start: float, rng: random.Random | None = None) -> dict[str, int]:
-        """Occupied seats per section when `minutes_to_start` minutes remain (negative: before start)."""
+        """Occupied seats per section when `minutes_to_start` minutes remain (negative: before start).
+
+        The total follows the curve; each section fills at its own pace (``lead_min``) and pull
+        (``weight``), with ±2 % noise per reading, so sections of one tier never show the same count.
+        """
         total = self.final_attendance * curve_share(self.curve, minutes_to_start)
         sections = self.sections
-        weights = [s.weight * s.seats for s in sections]
+        weights = [
+            s.weight * s.seats * max(curve_share(self.curve, minutes_to_start + s.lead_min), 1e-3) for s in sections
+        ]
         wsum = sum(weights) or 1.0
         counts: dict[str, int] = {}
         for sec, w in zip(sections, weights, strict=True):
-            noise = 1.0 + (rng.uniform(-0.01, 0.01) if rng else 0.0)
+            noise = 1.0 + (rng.uniform(-0.02, 0.02) if rng else 0.0)
             counts[sec.id] = max(0, min(sec.seats, round(total * w / wsum * noise)))
         return counts
 
 
-def arena_plan(total_seats: int, final_attendance: int, cameras: int = 8, per_camera: int = 3) -> ArenaPlan:
+def arena_plan(
+    total_seats: int, final_attendance: int, cameras: int = 8, per_camera: int = 3, seed: int = 11
+) -> ArenaPlan:
     """A bowl of `cameras` x `per_camera` simulated sections with `total_seats` seats in all.
 
-    Lower-bowl sections (the first of each camera) draw more of the crowd than the upper tiers.
+    Lower-bowl sections (the first of each camera) draw more of the crowd than the upper tiers; within a
+    tier each section has its own pull (±30 %) and pace (up to 20 min ahead or behind), drawn from `seed`.
     """
+    rng = random.Random(seed)
     if total_seats < cameras * per_camera:
         raise ValueError(f"total_seats {total_seats} too small for {cameras * per_camera} sections")
     n = cameras * per_camera
@@ -135,7 +147,8 @@ def arena_plan(total_seats: int, final_attendance: int, cameras: int = 8, per_ca
         secs = []
         for tier in range(per_camera):
             seats = base + (1 if k < extra else 0)
-            secs.append(SimSection(f"{SIM_PREFIX}s{100 * (tier + 1) + c + 1}", seats, weight=1.6 / (1 + tier)))
+            pull = 1.6 / (1 + tier) * rng.uniform(0.7, 1.3)
+            secs.append(SimSection(f"{SIM_PREFIX}s{100 * (tier + 1) + c + 1}", seats, pull, rng.uniform(-20.0, 20.0)))
             k += 1
         cams.append(SimCamera(f"{SIM_PREFIX}cam{c + 1:02d}", tuple(secs)))
     return ArenaPlan(cams, min(final_attendance, total_seats))

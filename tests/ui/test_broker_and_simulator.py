@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import statistics
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -63,6 +65,27 @@ def test_arrival_curve_and_plan() -> None:
     assert all(final[s.id] <= s.seats for s in plan.sections)
     with pytest.raises(ValueError, match="speed"):
         SimClock(datetime.now(UTC), speed=0)
+
+
+def test_simulated_sections_of_a_tier_vary_like_real_ones() -> None:
+    plan = arena_plan(18_880, 6_200)
+    rng = random.Random(1)
+    for minutes in (-150.0, -60.0, 0.0):
+        counts = plan.occupancy(minutes, rng)
+        assert abs(sum(counts.values()) - 6_200 * curve_share(TULSA_CURVE, minutes)) <= 0.03 * 6_200
+        for tier in "123":
+            fills = [counts[s.id] / s.seats for s in plan.sections if s.id.startswith(f"sim-s{tier}")]
+            same = len(fills) - len({counts[s.id] for s in plan.sections if s.id.startswith(f"sim-s{tier}")})
+            assert same <= 1, (minutes, tier, fills)  # at most one pair alike (small counts early on)
+            spread = statistics.pstdev(fills) / statistics.mean(fills)
+            assert 0.05 < spread < 0.5, (minutes, tier, fills)  # varied, yet one tier
+    # the lower bowl still draws more of the crowd than the upper tier
+    final = plan.occupancy(0.0)
+    lower = sum(final[s.id] for s in plan.sections if s.id.startswith("sim-s1"))
+    upper = sum(final[s.id] for s in plan.sections if s.id.startswith("sim-s3"))
+    assert lower > 1.5 * upper
+    # and each reading moves a little, as a camera count does
+    assert plan.occupancy(-60.0, random.Random(2)) != plan.occupancy(-60.0, random.Random(3))
 
 
 def test_simulator_publishes_valid_occupancy_along_the_curve(own_broker: Broker, venue_id: str) -> None:

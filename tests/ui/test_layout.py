@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -647,6 +648,7 @@ def test_provisional_cancel_in_words(context_at, live_server: LiveServer, width:
     assert page.text_content("#decision-state") == "Cancel the overflow event"
     assert page.text_content("#decision-chance") == "Chance of reaching 17,100: 1 %"
     assert page.text_content("#decision-status") == "provisional until 19:00"
+    assert page.text_content("#gauge-caption") == "band: forecast · yellow: threshold"
     assert page.locator("#decision-reasons li").all_text_contents() == [
         "Registrations look inflated: ignored",
         "2 cameras uncalibrated: ±25 %",
@@ -762,6 +764,7 @@ def test_after_the_start_no_range_no_rate(context_at, live_server: LiveServer) -
         f"({round(100 * at_start / CAPACITY)} % of the 19,000 seats)."
     )
     assert "started 15 min ago" in page.text_content("#decision-times")
+    assert page.text_content("#gauge-caption") == "green: attendance · yellow: threshold"  # no forecast band now
     assert_layout(page, DECISION_PARTS, "#decision", ["#decision-why", "#decision-times"])
     shoot(page, "dashboard-after-start-1440", docs=True)
 
@@ -777,3 +780,18 @@ def test_times_are_in_the_venues_zone_whatever_the_browsers(context_at, live_ser
     assert clock == f"{now.astimezone(ZoneInfo(TZ)):%H:%M} · all times Chicago time (CDT), 24-hour", clock
     shown = page.text_content("main")
     assert "Chicago" not in shown and " AM" not in shown and " PM" not in shown, "zone stated once, no 12-hour times"
+
+
+def test_report_downloads_from_the_dashboard(context_at, live_server: LiveServer) -> None:
+    page = context_at(1440)
+    login(page, live_server)
+    wait_live(page)
+    href = page.get_attribute("#report-pdf", "href") or ""
+    assert href.startswith("/api/v1/events/") and href.endswith("/report?format=pdf"), href
+    with page.expect_download(timeout=15_000) as info:
+        page.click("#report-csv")
+    assert info.value.suggested_filename.endswith(".csv")
+    rows = Path(info.value.path()).read_text().splitlines()
+    assert rows[0].startswith("record,ts,local_time,attendance,") and rows[1].startswith("summary,")
+    pdf = page.request.get(live_server.url + href)  # the sign-in cookie is enough for a plain link
+    assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF")

@@ -345,6 +345,8 @@
       line.setAttribute("x2", (100 + 92 * Math.cos(a)).toFixed(1));
       line.setAttribute("y2", (100 - 92 * Math.sin(a)).toFixed(1));
     }
+    // after the start there is no forecast band: the caption says what is drawn
+    setText("gauge-caption", after ? "green: attendance · yellow: threshold" : "band: forecast · yellow: threshold");
     setText("gauge-pct", cap ? `${Math.round(f * 100)} %` : "–");
     document.getElementById("gauge-title").textContent =
       `Attendance ${fmt(d.attendance)} of capacity ${fmt(cap)} (${Math.round(f * 100)} %)`;
@@ -736,6 +738,7 @@
       return;
     }
     select.value = eventId;
+    setReportLinks(eventId);
     const chosen = events.find((e) => e.id === eventId);
     if (chosen) useZone(chosen.timezone);
     select.addEventListener("change", () => {
@@ -749,6 +752,17 @@
     }
     connect();
     setInterval(() => latest && renderCameras(latest), 5000);
+  }
+
+  // the report downloads: plain links (the sign-in cookie authenticates them)
+  function setReportLinks(id) {
+    for (const fmt of ["pdf", "html", "csv"]) {
+      const a = document.getElementById(`report-${fmt}`);
+      if (a) {
+        a.href = `/api/v1/events/${encodeURIComponent(id)}/report?format=${fmt}`;
+        a.setAttribute("download", `report-${id}.${fmt}`);
+      }
+    }
   }
 
   // for the browser tests: the snapshot last rendered and what the chart was given
