@@ -318,6 +318,10 @@ class EdgeConfig(_Strict):
     device: Id = "edge"
     state_dir: Path = Field(Path("var/edge"), description="Store-and-forward queue and seq counters.")
     status_interval_s: float = Field(10.0, gt=0, description="Console status line period.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on this port (off when unset; edge/metrics.py)."
+    )
+    metrics_bind: str = Field("0.0.0.0", description="Address the metrics port listens on (127.0.0.1: local only).")
     mqtt: MqttConfig = MqttConfig()
     model: ModelConfig = ModelConfig()
     cameras: list[CameraConfig] = Field(min_length=1)

@@ -60,6 +60,8 @@ class CameraStats:
     failures: int = 0  # frames whose analysis failed
     restarts: dict[str, int] = field(default_factory=lambda: {"capture": 0, "detect": 0})
     unstored: int = 0  # counts lost because the store-and-forward queue could not be written (disk full)
+    tiles_run: int = 0  # detector passes (tiles, or 1 per full-frame analysis)
+    tiles_skipped: int = 0  # tiles the detector reported as skipped (``tiles_skipped`` in its timing)
     sections: dict[str, SectionTally] = field(default_factory=dict)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
@@ -270,7 +272,10 @@ class CameraWorker:
         if size != (w, h):  # scaled in the decoder: boxes back to the video's pixels
             factor = np.array([size[0] / w, size[1] / h] * 2, np.float32)
             dets = Detections(dets.xyxy * factor, dets.confidence)
-        tiles = int(self.detector.last_timing.get("tiles", 1))
+        timing = self.detector.last_timing
+        tiles = int(timing.get("tiles", 1))
+        self.stats.tiles_run += tiles
+        self.stats.tiles_skipped += int(timing.get("tiles_skipped", 0))
         smoothed = smoother.update(layout.count(dets), layout)
         now = time.monotonic()
         with self._lock:
@@ -350,6 +355,11 @@ class EdgeRunner:
         """Run until `duration` elapses, `stop` is set, or every (non-looping) source has ended."""
         for w in self.workers:
             w.start()
+        metrics = None
+        if self.cfg.metrics_port is not None:
+            from edge.metrics import serve
+
+            metrics = serve(self.workers, self.cfg.metrics_port, self.cfg.metrics_bind)
         started = time.monotonic()
         next_status = started + self.cfg.status_interval_s
         try:
@@ -369,6 +379,9 @@ class EdgeRunner:
             log.info("%s", self.status_line())
             for w in self.workers:
                 w.close()
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
         failed = [w for w in self.workers if w.stats.error and w.stats.frames == 0]
         return 1 if failed and len(failed) == len(self.workers) else 0
 

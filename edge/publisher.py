@@ -236,6 +236,8 @@ class Publisher:
         self._connack_seen = False
         self._sent = 0
         self._rejected = 0
+        self.connects = 0
+        """Successful connections (the first one and every reconnect)."""
         self._lock = threading.Lock()
         self._client = self._new_client(self._protocol)
         self._sender: threading.Thread | None = None
@@ -399,6 +401,7 @@ class Publisher:
                 )
             return
         self._ever_connected = True
+        self.connects += 1
         log.info("%s: connected to %s:%d (MQTT %s)", self.camera, self.cfg.host, self.cfg.port, self.protocol)
         # The will of the next connection carries a fresh timestamp.
         client.will_set(self.status_topic, self._will_payload(), qos=contract.QOS, retain=True)

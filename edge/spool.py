@@ -155,6 +155,12 @@ class Spool:
         with self._lock:
             return self._count
 
+    def oldest_age_s(self) -> float:
+        """Seconds the oldest queued message has waited (0 when the queue is empty)."""
+        with self._lock:
+            oldest = self._db.execute("SELECT created FROM queue ORDER BY id LIMIT 1").fetchone()
+        return max(0.0, time.time() - oldest[0]) if oldest else 0.0
+
     @property
     def dropped(self) -> int:
         """Messages lost to the bound since this file was created."""

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import pkgutil
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,10 @@ from fastapi import FastAPI
 from server.clock import Clock
 from server.db.session import Database
 from server.ingest import MqttBridge
+from server.lease import Lease, holder_id
 from server.live import LiveHub
+from server.metrics import ServerMetrics
+from server.metrics import router as metrics_router
 from server.notify import Notifier
 from server.settings import Settings, load_settings
 
@@ -48,7 +52,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         hub.reload()
         if settings.mqtt_enabled:
             bridge.start()
-        task = asyncio.create_task(_tick_loop(hub, settings.tick_s)) if run_ticks else None
+        task = asyncio.create_task(_tick_loop(hub, settings.tick_s, metrics)) if run_ticks else None
         try:
             yield
         finally:
@@ -56,6 +60,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if hub.lease is not None:
+                await asyncio.to_thread(hub.lease.release)
             if settings.mqtt_enabled:
                 bridge.stop()
             notifier.stop()
@@ -83,6 +89,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         backoff_max_s=settings.notify_backoff_max_s,
     )
     hub.alerts.set_listener(notifier.alert_changed)
+    if settings.evaluate:
+        hub.lease = Lease(db, holder_id(settings), settings.lease_ttl_s)
+    metrics = ServerMetrics(hub, db, bridge.connected.is_set) if settings.metrics_enabled else None
+    app.state.metrics = metrics
     app.state.settings = settings
     app.state.db = db
     app.state.hub = hub
@@ -96,6 +106,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         )
     for module in _router_modules():
         app.include_router(module.router)
+    if metrics is not None:
+        app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
@@ -103,6 +115,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
             "ok": True,
             "mqtt_connected": bridge.connected.is_set(),
             "ingest": dict(hub.counters),
+            "evaluating": settings.evaluate and (hub.lease is None or hub.lease.held),
         }
 
     return app
@@ -149,10 +162,13 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-async def _tick_loop(hub: LiveHub, every_s: float) -> None:
+async def _tick_loop(hub: LiveHub, every_s: float, metrics: ServerMetrics | None = None) -> None:
     while True:
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(hub.tick)
         except Exception:
             log.exception("evaluation tick failed")
+        if metrics is not None:
+            metrics.tick.observe(time.perf_counter() - started)
         await asyncio.sleep(every_s)

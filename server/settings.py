@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(30.0, gt=0, description="A camera silent this long is stale.")
     evaluate: bool = Field(True, description="Run forecast, decision and alerts in this process.")
     tick_s: float = Field(1.0, gt=0, le=60, description="How often forecasts/decisions/alerts are evaluated.")
+    evaluator_lease_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="Evaluator lease in the database: with several `evaluate` processes, the holder evaluates and "
+        "publishes; the others take over this long after it stops renewing (renewed every tick).",
+    )
+    evaluator_id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="Lease holder id of this process. Default: mqtt_client_id, else a stable per-install id (no "
+        "shared group) or host-pid-random; a process restarted with the same id takes its lease back at once.",
+    )
     arrival_curve: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_ARRIVAL_CURVE))
     expected_show_up: float = Field(0.6, gt=0, le=1, description="Share of plausible registrations who come.")
     show_up_spread: float = Field(0.5, ge=0, lt=1, description="Relative uncertainty of the show-up prior.")
@@ -130,6 +140,10 @@ class Settings(BaseSettings):
     notify_backoff_max_s: float = Field(300.0, gt=0, description="Longest wait between two tries.")
 
     # API
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics on GET /metrics.")
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, /metrics requires `Authorization: Bearer <token>` (and nothing else opens it)."
+    )
     public_read: bool = Field(True, description="Live figures, venues and events readable without a token.")
     login_token_ttl_h: float = Field(12.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
@@ -170,6 +184,11 @@ class Settings(BaseSettings):
         if (self.mqtt_tls_cert is None) != (self.mqtt_tls_key is None):
             raise ValueError("mqtt_tls_cert and mqtt_tls_key must be given together")
         return self
+
+    @property
+    def lease_ttl_s(self) -> float:
+        """The evaluator lease's length: ``evaluator_lease_s``, at least two ticks (it is renewed every tick)."""
+        return max(self.evaluator_lease_s, 2 * self.tick_s)
 
     @property
     def mqtt_host(self) -> str:

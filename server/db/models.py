@@ -291,3 +291,15 @@ class AlertChange(Base):
     severity: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class EvaluatorLease(Base):
+    """Who evaluates and publishes (server.lease): renewed every tick by compare-and-set; times are the
+    database's own clock in Unix seconds, so the hosts' clocks do not matter."""
+
+    __tablename__ = "evaluator_lease"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+    term: Mapped[int] = mapped_column(Integer, default=1)
+    """Grows by one each time another holder takes the lease."""

@@ -32,6 +32,7 @@ from server.db.models import EventSample
 from server.db.session import Database
 from server.decision import DecisionMemory, DecisionRules, DecisionState
 from server.forecast import ArrivalShape, ForecastParams, ShapeBank, build_shapes, shape_from_series
+from server.lease import Lease
 from server.live import snapshot as snapshots
 from server.live import store
 from server.live.broadcast import Broadcaster
@@ -70,6 +71,8 @@ class LiveHub:
         self.recorder: Recorder | None = None
         self.notifier: Notifier | None = None
         """Organizer notifications (set by `server.app.create_app`; replays and backtests send none)."""
+        self.lease: Lease | None = None
+        """The evaluator lease (set by `server.app.create_app`): only its holder evaluates. None: always."""
         if settings.record_file is not None:
             self.recorder = Recorder(settings.record_file, self.clock.now)
 
@@ -208,10 +211,12 @@ class LiveHub:
                     self._config_fp = fp
                 if self.settings.mqtt_shared_group:
                     store.merge_saved(s, self.state)
-                if self.settings.evaluate:
+                if self._may_evaluate(s):
                     camera_alerts = self._camera_alerts_due(now)
                     venues_done: set[str] = set()
                     for eid in self.event_ids():
+                        if self.lease is not None and not self.lease.valid():
+                            break  # this tick outlived the lease: a new holder may be evaluating
                         try:
                             result = self._evaluate_event(s, eid, now, camera_alerts, venues_done)
                         except Exception as exc:
@@ -225,6 +230,20 @@ class LiveHub:
                     self.flush(s)
         self._notify()
         return results
+
+    def _may_evaluate(self, s: Session) -> bool:
+        """Whether this process evaluates this tick: `evaluate` set and, with a lease, holding it. A process
+        that just took the lease first loads the decision memory, series and alerts its predecessor saved;
+        one that does not hold it mirrors decisions and alerts (what its API shows)."""
+        if not self.settings.evaluate:
+            return False
+        if self.lease is None:
+            return True
+        held, fresh = self.lease.renew()
+        if fresh or not held:
+            store.load_decisions(s, self.state, series=fresh)
+            self.alerts.load(s)
+        return held
 
     def _failed(self, event_id: str, exc: Exception) -> None:
         self.failures[event_id] += 1

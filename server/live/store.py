@@ -92,15 +92,7 @@ def load(s: Session, state: LiveState) -> tuple[dict[str, VenueLive], dict[str, 
             live_e.suspect_share = summary.suspect_share
         d = decisions.get(e.id)
         if live_e.decision is None and d is not None:
-            live_e.decision = DecisionMemory(
-                DecisionState(d.state),
-                d.since,
-                d.frozen,
-                d.override_by,
-                DecisionState(d.candidate) if d.candidate else None,
-                d.candidate_since,
-                DecisionState(d.reversed_from) if d.reversed_from else None,
-            )
+            live_e.decision = _memory(d)
             live_e.decision_figures = dict(d.figures or {})
         if not live_e.history:
             for sample in s.scalars(select(EventSample).where(EventSample.event_id == e.id).order_by(EventSample.ts)):
@@ -288,3 +280,36 @@ def merge_saved(s: Session, state: LiveState) -> None:
                 live.last_seen = cam.last_seen
                 if cam.state != "unknown":
                     live.state = cam.state
+
+
+def load_decisions(s: Session, state: LiveState, series: bool = False) -> None:
+    """Replace the in-memory decision memory (and, with ``series``, the attendance series) of every event by
+    what the database holds: what a process taking over the evaluation continues from."""
+    decisions = {d.event_id: d for d in s.scalars(select(Decision))}
+    samples: dict[str, list[SeriesPoint]] = {}
+    if series:
+        for sample in s.scalars(select(EventSample).order_by(EventSample.ts)):
+            samples.setdefault(sample.event_id, []).append(
+                SeriesPoint(sample.ts, sample.attendance, sample.queue or 0, 1.0 if sample.coverage is None else sample.coverage)
+            )
+    with state.lock:
+        for eid, event in state.events.items():
+            d = decisions.get(eid)
+            event.decision = _memory(d) if d is not None else None
+            event.decision_figures = dict(d.figures or {}) if d is not None else {}
+            if series:
+                event.history.clear()
+                event.history.extend(samples.get(eid, []))
+                event.last_sample = event.history[-1].ts if event.history else None
+
+
+def _memory(d: Decision) -> DecisionMemory:
+    return DecisionMemory(
+        DecisionState(d.state),
+        d.since,
+        d.frozen,
+        d.override_by,
+        DecisionState(d.candidate) if d.candidate else None,
+        d.candidate_since,
+        DecisionState(d.reversed_from) if d.reversed_from else None,
+    )
