@@ -25,7 +25,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 
 from server.auth import current_user
-from server.db.models import User
 from turnout.contract import Occupancy
 
 if TYPE_CHECKING:
@@ -206,8 +205,8 @@ def _time_writes(db: Database, histogram: Histogram) -> None:
 router = APIRouter(tags=["health"])
 
 
-def metrics_access(request: Request, user: User | None = Depends(current_user)) -> None:
-    """``metrics_token`` when set; otherwise the rule of the live figures (public_read or a token)."""
+def metrics_access(request: Request) -> None:
+    """``metrics_token`` when set; otherwise the rule of the live figures (public_read or an API token)."""
     settings = request.app.state.settings
     if settings.metrics_token is not None:
         given = request.headers.get("authorization", "")
@@ -215,8 +214,11 @@ def metrics_access(request: Request, user: User | None = Depends(current_user)) 
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "metrics token required", {"WWW-Authenticate": "Bearer"})
         return
-    if not settings.public_read and user is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required", {"WWW-Authenticate": "Bearer"})
+    if settings.public_read:
+        return
+    with request.app.state.db.session() as session:
+        if current_user(request, session) is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required", {"WWW-Authenticate": "Bearer"})
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(metrics_access)])
