@@ -74,9 +74,19 @@ FAMILIES: dict[str, tuple[float, float, float]] = {
 STEADY_POWERS = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
 """``steady`` family: share = u^p (a constant arrival rate is p = 1; larger p: a rate that keeps rising)."""
 STEADY_PRIOR = 0.12
-TWO_WAVE_PRIOR = 0.2
+TWO_WAVE_PRIOR = 0.4
 """``two-wave`` family: a first wave (or a steady trickle) then a late wave; a plateau is not the end.
-Half of it is a steady trickle followed by the main rush, the commonest way a late crowd looks."""
+A crowd that has barely started coming explains its first counts as well with "small and early" as with
+"a trickle before the main rush": only this prior tells them apart until the rush begins, and a wrong
+cancel is final, so late crowds get a generous share (tuned on a backtest seed, checked on another)."""
+OVER_CAPACITY_FREE = 1.2
+OVER_CAPACITY_SD = 0.35
+"""Prior on the size of the final (demand): see :func:`final_size_log_prior`."""
+TRICKLE_SHARE = 0.75
+"""Share of the ``two-wave`` prior on a steady trickle before the main rush (the rest: a first wave)."""
+TRICKLE_ALPHAS = (0.05, 0.1, 0.2, 0.4)
+"""Shares of the crowd that a trickle before the late wave may hold."""
+FIRST_WAVE_ALPHAS = (0.2, 0.3, 0.5, 0.7, 0.85)
 CENTRES = tuple(round(0.25 + 0.025 * i, 3) for i in range(31))  # 0.25 .. 1.0
 WIDTHS = tuple(round(0.04 * 1.12**i, 4) for i in range(17))  # 0.04 .. 0.24
 
@@ -119,12 +129,14 @@ def default_shapes() -> tuple[ArrivalShape, ...]:
         for c in (0.7, 0.8, 0.9, 0.97, 1.02)
         for w in (0.04, 0.07, 0.11)
         # a trickle can be a small part of the crowd; a first wave is a real part of it
-        for a in ((0.1, 0.2, 0.4) if name.startswith("trickle") else (0.3, 0.5, 0.7, 0.85))
+        for a in (TRICKLE_ALPHAS if name.startswith("trickle") else FIRST_WAVE_ALPHAS)
     ]
     trickles = sum(1 for m in mixes if m[0].startswith("trickle"))
     for name, first, c, w, a in mixes:
         share = a * first + (1 - a) * _normal_wave(grid, c, w)
-        prior = TWO_WAVE_PRIOR / 2 / (trickles if name.startswith("trickle") else len(mixes) - trickles)
+        prior = TWO_WAVE_PRIOR * (
+            TRICKLE_SHARE / trickles if name.startswith("trickle") else (1 - TRICKLE_SHARE) / (len(mixes) - trickles)
+        )
         shapes.append(ArrivalShape(f"two-wave:{name}+{c}/{w}x{a}", "two-wave", tuple(grid), tuple(share.round(6)), prior))
     return tuple(shapes)
 
@@ -260,8 +272,11 @@ class ForecastParams:
     """Points with fewer than this share of capacity counted are not fitted (noise, staff)."""
     prior_base_weight: float = 0.8
     """Probability that honest-looking registrations carry information about the final."""
-    rate_sigma: float = 0.2
+    rate_sigma: float = 0.25
     """Log-residual allowed for the people arriving between two series points (crowds come in bursts)."""
+    smooth_min: float = 5.0
+    """Counts are averaged over this many minutes before fitting (one noisy reading must not move the
+    forecast: a queue count can jump by a tenth from one minute to the next)."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +364,7 @@ def forecast_final(
     log_factor = math.log(err.factor)
 
     floor_raw = counted_now + QUEUE_FLOOR_SHARE * queue_now
+    series = smooth_series(series, params.smooth_min / max(minutes_per_u, 1e-6))
     pts = _fit_points(series, params, capacity, minutes_per_u)
     reasons: list[str] = []
     if err.uncalibrated_cameras:
@@ -379,6 +395,7 @@ def forecast_final(
     else:
         bank = shapes if isinstance(shapes, ShapeBank) else ShapeBank(shapes)
         beta, logw, sigma, n_eff = _fit_shapes(bank, pts, u_now, params, capacity)
+        logw = logw + final_size_log_prior(beta + log_factor, capacity)
         s_now = np.clip(bank.at(u_now)[:, 0], 1e-4, 1.0)
         # a shape that says most of the crowd should already be in must also explain today's count
         keep = logw > logw.max() - 9.0  # shapes 8,000x less likely than the best add nothing
@@ -467,6 +484,28 @@ def forecast_final(
         paused=paused,
         registrations_expect_target=expected_by_registrations,
     )
+
+
+def final_size_log_prior(log_final: np.ndarray, capacity: int) -> np.ndarray:
+    """Log prior of a final (demand) ``exp(log_final)``: flat up to ``OVER_CAPACITY_FREE`` x capacity,
+    log-normal fall-off beyond (venues are sized for their crowds: 3x capacity is rare, 10x absurd).
+    A thin trickle read as "5 % of a crowd ten times the venue" must not carry weight."""
+    excess = np.maximum(log_final - math.log(OVER_CAPACITY_FREE * max(capacity, 1)), 0.0)
+    return -0.5 * (excess / OVER_CAPACITY_SD) ** 2
+
+
+def smooth_series(series: Sequence[tuple[float, float]], window_u: float) -> list[tuple[float, float]]:
+    """Each point replaced by the mean of the points in the ``window_u`` before it (itself included),
+    placed at their mean time: a trailing moving average that does not lag a steady trend."""
+    if len(series) < 2 or window_u <= 0:
+        return list(series)
+    u = np.array([p[0] for p in series])
+    a = np.array([p[1] for p in series])
+    cu, ca = np.concatenate([[0.0], np.cumsum(u)]), np.concatenate([[0.0], np.cumsum(a)])
+    first = np.searchsorted(u, u - window_u + 1e-12, side="left")
+    last = np.arange(1, len(u) + 1)
+    n = last - first
+    return list(zip(((cu[last] - cu[first]) / n).tolist(), ((ca[last] - ca[first]) / n).tolist(), strict=True))
 
 
 def has_paused(

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     forecast_fit_sigma: float = Field(
         0.10, gt=0, le=1, description="Log-residual allowed per fitted series point (how far crowds stray from curves)."
     )
+    forecast_rate_sigma: float = Field(
+        0.25, gt=0, le=2, description="Log-residual allowed for the arrivals between fitted points (crowds come in bursts)."
+    )
     forecast_future_sigma: float = Field(
         0.20, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
     )
@@ -116,7 +119,7 @@ class Settings(BaseSettings):
     )
     min_fitted_points: int = Field(3, ge=1, le=100, description="No decision on fewer series points (10 min apart).")
     cancel_not_before: float = Field(
-        0.5, ge=0, le=1, description="No cancel before this share of the doors-to-start window has passed."
+        0.3, ge=0, le=1, description="No cancel before this share of the doors-to-start window has passed."
     )
     min_share_in_for_decision: float = Field(
         0.2, ge=0, le=1, description="No decision while the forecast thinks less of the final crowd is in."

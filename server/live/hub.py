@@ -185,6 +185,7 @@ class LiveHub:
             params=ForecastParams(
                 fit_sigma=st.forecast_fit_sigma,
                 future_sigma=st.forecast_future_sigma,
+                rate_sigma=st.forecast_rate_sigma,
                 prior_base_weight=st.registrations_prior_weight,
             ),
             show_up=st.expected_show_up,

@@ -48,8 +48,12 @@ def test_same_count_now_but_accelerating_is_a_bigger_final_than_slowing() -> Non
     slowing = minutes_series(lambda m: 5000 * (1 - np.exp(-(m + 240) / 30)) / (1 - np.exp(-140 / 30)), -100)
     late, flat = fc(accelerating), fc(slowing)
     assert late.p50 > 1.5 * flat.p50
-    assert late.p_reach_target > 3 * flat.p_reach_target and flat.p50 < 10_000 < late.p50
-    assert late.families.get("late", 0) + late.families.get("walk-up", 0) + late.families.get("two-wave", 0) > 0.5
+    assert late.p_reach_target > 2.5 * flat.p_reach_target and flat.p50 < 10_000 < late.p50
+    def lateish(f: FinalForecast) -> float:
+        return f.families.get("late", 0) + f.families.get("walk-up", 0)
+
+    # explained by late curves (the venue's usual curve, stretched late, takes the rest), the levelled one is not
+    assert lateish(late) > 0.35 and lateish(flat) < 0.05, (late.families, flat.families)
     assert any("accelerating" in r for r in late.reasons)
 
 
