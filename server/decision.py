@@ -59,7 +59,7 @@ class DecisionRules:
     needed_min_probability: float = 0.8
     min_fitted_points: int = 3
     min_share_in: float = 0.2
-    cancel_not_before: float = 0.3
+    cancel_not_before: float = 0.5
     """No cancel before this share of the doors-to-start window has passed: however the early counts look,
     a late surge cannot be ruled out that early, and a cancel is final."""
     """No decision while the forecast thinks less than this share of the final crowd is in (or queueing):

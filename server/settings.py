@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     )
     min_fitted_points: int = Field(3, ge=1, le=100, description="No decision on fewer series points (10 min apart).")
     cancel_not_before: float = Field(
-        0.3, ge=0, le=1, description="No cancel before this share of the doors-to-start window has passed."
+        0.5, ge=0, le=1, description="No cancel before this share of the doors-to-start window has passed."
     )
     min_share_in_for_decision: float = Field(
         0.2, ge=0, le=1, description="No decision while the forecast thinks less of the final crowd is in."
