@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import get_args
 
 import typer
@@ -85,11 +86,16 @@ def demo(
     notify: list[str] = typer.Option(
         None, help="Apprise URL that gets the demo event's alerts (repeatable), e.g. mailto://... or json://host/hook."
     ),
+    report_dir: Path = typer.Option(
+        None, "--report-dir", help="On stopping, write the demo event's report (PDF, HTML, CSV) into this folder."
+    ),
 ) -> None:
     """Bring up a whole venue: broker, server, a real edge and a simulated arena."""
     from turnout.demo import run_demo
 
-    raise SystemExit(run_demo(video=video, speed=speed, port=port, duration=duration, notify=notify or None))
+    raise SystemExit(
+        run_demo(video=video, speed=speed, port=port, duration=duration, notify=notify or None, report_dir=report_dir)
+    )
 
 
 def main() -> None:

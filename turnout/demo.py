@@ -268,9 +268,11 @@ def run_demo(
     duration: float | None = None,
     registrations: int | None = None,
     notify: list[str] | None = None,
+    report_dir: Path | None = None,
 ) -> int:
     """Run the demo until Ctrl-C or `duration` seconds; returns the exit code. ``notify``: Apprise URLs that get
-    the demo event's alerts."""
+    the demo event's alerts; ``report_dir``: where the event's report goes when the demo stops (its database
+    is temporary)."""
     if speed <= 0:
         print("demo: --speed must be > 0", file=sys.stderr)
         return 2
@@ -286,6 +288,8 @@ def run_demo(
     stop_first: list[Any] = []
     tmp = tempfile.TemporaryDirectory(prefix="turnout-demo-")
     work = Path(tmp.name)
+    clock: SimClock | None = None
+    db_url: str | None = None
     try:
         video_path = find_video(video)
         model = find_model()
@@ -365,10 +369,40 @@ def run_demo(
                 fn()
             except Exception as exc:  # keep stopping the rest
                 print(f"demo: while stopping: {exc}", file=sys.stderr)
+        if report_dir is not None and clock is not None and db_url is not None:
+            try:
+                write_reports(db_url, clock(), report_dir)
+            except Exception as exc:  # the demo still stops cleanly
+                print(f"demo: report not written: {exc}", file=sys.stderr)
         tmp.cleanup()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         print("demo: stopped", flush=True)
+
+
+def write_reports(db_url: str, now: datetime, out_dir: Path) -> None:
+    """The demo event's report in every format, from the demo's database as it stands at event time ``now``."""
+    from server.db.session import Database
+    from server.report import render
+    from server.report.gather import gather
+    from server.report.pdf import PdfUnavailable
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            data = gather(s, EVENT, now)
+    finally:
+        db.dispose()
+    for fmt in ("pdf", "html", "csv"):
+        try:
+            body = render(data, fmt)
+        except PdfUnavailable as exc:
+            print(f"demo: report: {exc}", file=sys.stderr)
+            continue
+        path = out_dir / f"report-{EVENT}.{fmt}"
+        path.write_bytes(body)
+        print(f"demo: report written: {path} ({len(body):,} bytes)", flush=True)
 
 
 def _monitor(

@@ -44,7 +44,8 @@ def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path, s
     env.setdefault("TURNOUT_MODEL_DIR", str(shared / "models"))
     mail = f"mailto://127.0.0.1:{smtp_port}?from=turnout@example.org&to=organizer@example.org&mode=insecure"
     cmd = [sys.executable, "-m", "turnout.cli", "demo", "--speed", "240", "--port", "0", "--duration", "170",
-           "--notify", mail, "--notify", f"json://127.0.0.1:{http_port}/ok"]  # fmt: skip
+           "--notify", mail, "--notify", f"json://127.0.0.1:{http_port}/ok",
+           "--report-dir", str(tmp_path / "report")]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     lines: list[str] = []
     try:
@@ -112,3 +113,10 @@ def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path, s
     log = "".join(lines)
     assert proc.returncode == 0, log[-3000:]
     assert "demo: stopped" in log
+    # the demo's database is temporary: its report is written as it stops, in the three formats
+    report = tmp_path / "report"
+    assert (report / "report-demo-rally.pdf").read_bytes().startswith(b"%PDF")
+    html = (report / "report-demo-rally.html").read_text()
+    assert "Cancel the overflow event" in html and "<script src" not in html
+    rows = (report / "report-demo-rally.csv").read_text().splitlines()
+    assert len(rows) > 10 and rows[0].count(",") >= 3, rows[:3]
