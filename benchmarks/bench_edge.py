@@ -10,6 +10,11 @@ Prints two tables:
 Runs without Ultralytics too (then only Turnout's rows, and says why). Reproduce (see docs/benchmarks.md):
 
     /work/bench-venv/bin/python benchmarks/bench_edge.py
+
+``--runtimes-only`` prints just the runtime table: onnxruntime vs OpenVINO fp32 vs OpenVINO bf16 on the same
+ONNX files and frames, side by side (bf16 says why where the hardware lacks it):
+
+    .venv/bin/python benchmarks/bench_edge.py --runtimes-only
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 from edge.config import CameraConfig, DetectConfig, TileConfig, load_config
 from edge.detections import Detections
 from edge.detector import Detector
+from edge.runtimes import RuntimeUnavailable
 from edge.sources import Frame, FrameSource
 from edge.zones import Layout
 from turnout.paths import REPO_ROOT, shared_dir
@@ -167,6 +173,44 @@ def classroom_mae(detect: Callable[[np.ndarray], Detections], frames: list[np.nd
     return float(np.mean(np.abs(np.array(counts) - 14)))
 
 
+RUNTIMES = (("onnxruntime fp32", "onnxruntime", "fp32"), ("openvino fp32", "openvino", "fp32"),
+            ("openvino bf16", "openvino", "bf16"))
+
+
+def runtime_table(shared: Path, threads: int, fps: float, limit: int, repeats: int) -> None:
+    """Turnout's pipeline on each runtime/precision, same ONNX file and frames, interleaved runs."""
+    cam = load_config(REPO_ROOT / "deploy/edge-classroom.yaml").camera("classroom")
+    cases = [
+        ("vtest.avi", "yolo11n-recon.onnx", DetectConfig(conf=0.25, iou=0.7), "full 640x640"),
+        (Path(str(cam.source)).name, "yolo11n-recon-dyn.onnx", cam.detect, "classroom config: 6 tiles, 1 call"),
+    ]
+    print(f"\n## Runtimes (same ONNX file, {threads} threads, analysis at {fps:g} fps, ms per analysed frame)")
+    print("| video | model, setting | runtime | frames | analysis frames/s | vs onnxruntime | preprocess | inference | "
+          "postprocess |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for video, model, cfg, what in cases:
+        runs: dict[str, Callable[[], dict[str, float]]] = {}
+        missing: dict[str, str] = {}
+        for label, runtime, precision in RUNTIMES:
+            try:
+                det = Detector(shared / "models" / model, threads=threads, runtime=runtime, precision=precision)
+            except RuntimeUnavailable as exc:
+                missing[label] = str(exc).split(": ", 1)[1]
+                continue
+            runs[label] = partial(bench_turnout, det, shared / "data/videos" / video, cfg, fps, limit)
+        results = interleaved(runs, repeats)
+        base = results.get("onnxruntime fp32", {}).get("fps")
+        for label, _, _ in RUNTIMES:
+            if label in missing:
+                print(f"| {video} | {model}, {what} | {label} | not run: {missing[label]} | | | | | |")
+                continue
+            r = results[label]
+            ratio = f"{r['fps'] / base:.2f}x" if base else ""
+            stages = " | ".join(f"{r[k]:.1f}" for k in STAGES[1:])
+            print(f"| {video} | {model}, {what} | {label} | {r['frames']} | {r['fps']:.1f} | {ratio} | {stages} |",
+                  flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--analysis-fps", type=float, default=2.0)
@@ -176,11 +220,15 @@ def main() -> None:
     ap.add_argument("--skip-mae", action="store_true", help="throughput table only")
     ap.add_argument("--dev-every", type=int, default=1, help="use every Nth dev image (1 = all 109)")
     ap.add_argument("--no-ultralytics", action="store_true")
+    ap.add_argument("--runtimes-only", action="store_true", help="only the onnxruntime / OpenVINO fp32 / bf16 table")
     a = ap.parse_args()
     shared = shared_dir()
     if shared is None:
         raise SystemExit("set TURNOUT_SHARED to the shared/ folder")
     os.environ.setdefault("TURNOUT_SHARED", str(shared))
+    if a.runtimes_only:
+        runtime_table(shared, a.threads, a.analysis_fps, a.limit, a.repeats)
+        return
     static_onnx, dyn_onnx = shared / "models/yolo11n-recon.onnx", shared / "models/yolo11n-recon-dyn.onnx"
     det, dyn = Detector(static_onnx, threads=a.threads), Detector(dyn_onnx, threads=a.threads)
     full = DetectConfig(conf=0.25, iou=0.7)
@@ -215,6 +263,7 @@ def main() -> None:
                 print(f"| {video} | speed-up | | {rows[0][1]['fps'] / rows[1][1]['fps']:.2f}x | | | | |", flush=True)
     if ultra is None:
         print(f"(Ultralytics rows skipped: {why})")
+    runtime_table(shared, a.threads, a.analysis_fps, a.limit, a.repeats)
 
     if a.skip_mae:
         return

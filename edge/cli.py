@@ -45,7 +45,7 @@ def _detector(cfg: EdgeConfig, model: str | None) -> Detector:
 
     try:
         path = resolve_model(model or cfg.model.path)
-        return Detector(path, threads=cfg.model.threads)
+        return Detector.from_config(path, cfg.model)
     except (ModelNotFoundError, ModelError) as exc:
         fail(str(exc))
 
@@ -123,11 +123,12 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info(
-        "edge %s/%s: %d camera(s), model %s, broker %s",
+        "edge %s/%s: %d camera(s), model %s on %s, broker %s",
         cfg.venue,
         cfg.device,
         len(cfg.cameras),
         detector.name,
+        detector.runtime,
         cfg.mqtt.url,
     )
     raise typer.Exit(runner.run(duration))
@@ -142,7 +143,9 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
     cfg = _load(config)
     detector = _detector(cfg, model)
     typer.echo(f"config   {config}: venue {cfg.venue}, device {cfg.device}, {len(cfg.cameras)} camera(s)")
-    typer.echo(f"model    {detector.name} input {detector.input_size[1]}x{detector.input_size[0]}")
+    typer.echo(
+        f"model    {detector.name} input {detector.input_size[1]}x{detector.input_size[0]} on {detector.runtime}"
+    )
     problems = 0
     for cam in cfg.cameras:
         try:

@@ -121,7 +121,39 @@ class MqttConfig(_Strict):
 # -------------------------------------------------------------------------------------------- detector
 class ModelConfig(_Strict):
     path: str | None = Field(None, description="Model name or .onnx path; default: --model, TURNOUT_MODEL, models/.")
-    threads: int = Field(2, ge=1, le=64, description="onnxruntime intra-op threads.")
+    threads: int = Field(2, ge=1, le=64, description="Inference threads (onnxruntime intra-op, OpenVINO CPU).")
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="Inference runtime; both read the same .onnx file (openvino: the openvino extra)."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: OpenVINO on hardware with BF16 (AVX512_BF16/AMX); checked when the model loads."
+    )
+    providers: list[Literal["cpu", "cuda", "tensorrt", "openvino"]] = Field(
+        default_factory=lambda: ["cpu"],
+        min_length=1,
+        description="onnxruntime execution providers, in order of preference (CUDA, TensorRT, OpenVINO, CPU).",
+    )
+    device: str = Field("CPU", pattern=r"^[A-Z]+(\.\d+)?$", description="OpenVINO device: CPU, GPU, NPU ...")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        """Provider names in any case: CUDA, cuda, CUDAExecutionProvider."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [v.lower().removesuffix("executionprovider") if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _combination(self) -> ModelConfig:
+        if self.precision == "bf16" and self.runtime != "openvino":
+            raise ValueError("precision bf16 needs runtime: openvino (onnxruntime runs this model in fp32 only)")
+        if self.runtime == "openvino" and self.providers != ["cpu"]:
+            raise ValueError("providers apply to runtime: onnxruntime; with openvino choose `device` (CPU, GPU, NPU)")
+        if len(set(self.providers)) != len(self.providers):
+            raise ValueError("providers are listed twice")
+        return self
 
 
 class TileConfig(_Strict):

@@ -1,4 +1,4 @@
-"""Person detection with onnxruntime on any Ultralytics detection export (no torch needed).
+"""Person detection with onnxruntime or OpenVINO (edge/runtimes.py) on any Ultralytics detection export (no torch needed).
 
 Two output layouts are understood:
 
@@ -20,16 +20,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
-from edge.config import DetectConfig
+from edge.config import DetectConfig, ModelConfig
 from edge.detections import Detections
+from edge.runtimes import ModelError, Precision, Provider, Runtime, open_backend
 
 PAD_VALUE = 114
-
-
-class ModelError(RuntimeError):
-    """The ONNX file cannot be used as a person detector; the message names the file and the problem."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,32 +116,32 @@ def _meta_literal(meta: dict[str, str], key: str, path: Path) -> object:
 
 
 class Detector:
-    """A CPU onnxruntime session for person detection, shared by several camera threads."""
+    """A person detector on one ONNX file (onnxruntime or OpenVINO, edge/runtimes.py), shared by camera threads."""
 
-    def __init__(self, model_path: Path, *, threads: int = 2) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        threads: int = 2,
+        runtime: Runtime = "onnxruntime",
+        precision: Precision = "fp32",
+        providers: tuple[Provider, ...] | list[Provider] = ("cpu",),
+        device: str = "CPU",
+    ) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several private exception types
-            raise ModelError(f"{self.path}: not a loadable ONNX model: {exc}") from None
+        backend = open_backend(
+            self.path, runtime=runtime, precision=precision, providers=providers, device=device, threads=threads
+        )
+        self.backend = backend
+        self.runtime = f"{backend.runtime} ({backend.detail})"
         self.name = self.path.stem
         self.threads = threads
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise ModelError(f"{self.path}: expected one NCHW image input, got {[i.shape for i in inputs]}")
-        self.input_name = inputs[0].name
-        self.output_name = outputs[0].name
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self.input_name = backend.input_name
+        meta = backend.metadata
         self.stride = int(meta.get("stride", 32))
-        n, _c, h, w = inputs[0].shape
+        n, _c, h, w = backend.input_shape
         self.dynamic = not all(isinstance(d, int) for d in (n, h, w))
         self.batch_dynamic = not isinstance(n, int)
         if "imgsz" in meta:
@@ -163,8 +159,20 @@ class Detector:
         if not persons:
             raise ModelError(f"{self.path}: no 'person' class in the model's names ({len(self.names)} classes)")
         self.person = persons[0]
-        self.end2end = self._layout(outputs[0].shape, meta)
+        self.end2end = self._layout(backend.output_shape, meta)
         self._local = threading.local()
+
+    @classmethod
+    def from_config(cls, model_path: Path, model: ModelConfig) -> Detector:
+        """The detector the config's ``model`` block asks for (runtime, precision, providers, device, threads)."""
+        return cls(
+            model_path,
+            threads=model.threads,
+            runtime=model.runtime,
+            precision=model.precision,
+            providers=model.providers,
+            device=model.device,
+        )
 
     def _names(self, meta: dict[str, str]) -> dict[int, str]:
         if "names" not in meta:
@@ -193,8 +201,8 @@ class Detector:
     def infer(self, blob: np.ndarray) -> np.ndarray:
         """Run the session on an NCHW float32 batch; loops when the model has a fixed batch of 1."""
         if blob.shape[0] == 1 or self.batch_dynamic:
-            return self.session.run([self.output_name], {self.input_name: blob})[0]
-        outs = [self.session.run([self.output_name], {self.input_name: blob[i : i + 1]})[0] for i in range(len(blob))]
+            return self.backend.run(blob)
+        outs = [self.backend.run(blob[i : i + 1]) for i in range(len(blob))]
         return np.concatenate(outs, axis=0)
 
     def decode(self, pred: np.ndarray, conf: float, iou: float, max_det: int) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ stamp=.venv/.turnout-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   extras="edge,server"
-  if [ "$mode" = test ]; then extras="edge,server,dev"; fi
+  if [ "$mode" = test ]; then extras="edge,server,dev,openvino"; fi  # tests compare OpenVINO with onnxruntime
   .venv/bin/python -m pip install -q -e ".[${extras}]"
   touch "$stamp"
 fi

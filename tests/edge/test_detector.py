@@ -205,7 +205,7 @@ def end2end_model(model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_end2end_output_is_decoded(shared: Path, detector: Detector, end2end_model: Path) -> None:
     e2e = Detector(end2end_model, threads=2)
     assert e2e.end2end and not detector.end2end
-    assert e2e.session.get_outputs()[0].shape == [1, 300, 6]
+    assert e2e.backend.output_shape == [1, 300, 6]
     for image in ("bus.jpg", "zidane.jpg"):
         frame = cv2.imread(str(shared / "data/images" / image))
         want, got = detector.detect(frame, REF_CFG), e2e.detect(frame, REF_CFG)
