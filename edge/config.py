@@ -172,6 +172,13 @@ class TileConfig(_Strict):
         le=1.0,
         description="A box cut by a tile edge inside another tile's box by this share is a fragment.",
     )
+    roi: bool = Field(True, description="Run only tiles near a section (outside excluded areas); skip the rest.")
+    roi_margin: float = Field(
+        0.25,
+        ge=0.0,
+        le=2.0,
+        description="Tiles within this fraction of a tile side of a section still run (people on its edge).",
+    )
 
 
 class DetectConfig(_Strict):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from shapely.geometry.base import BaseGeometry
 
 from edge.config import DetectConfig, ModelConfig
 from edge.detections import Detections
@@ -211,15 +212,18 @@ class Detector:
             return decode_end2end(pred, self.person, conf, max_det)
         return decode_raw(pred, self.person, conf, iou, max_det)
 
-    def detect(self, frame_bgr: np.ndarray, cfg: DetectConfig) -> Detections:
-        """People in one BGR frame, full-frame or tiled as ``cfg.mode`` says; boxes in frame pixels."""
+    def detect(self, frame_bgr: np.ndarray, cfg: DetectConfig, roi: BaseGeometry | None = None) -> Detections:
+        """People in one BGR frame, full-frame or tiled as ``cfg.mode`` says; boxes in frame pixels.
+
+        ``roi`` (frame pixels, e.g. `Layout.region`): tiled mode runs only the tiles near it.
+        """
         if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             shape = None if frame_bgr is None else frame_bgr.shape
             raise ValueError(f"expected a BGR image (H, W, 3), got shape {shape}")
         if cfg.mode == "tiled":
             from edge.tiling import detect_tiled
 
-            dets, timing = detect_tiled(self, frame_bgr, cfg)
+            dets, timing = detect_tiled(self, frame_bgr, cfg, roi)
         else:
             dets, timing = self._detect_full(frame_bgr, cfg)
         self._local.timing = timing

@@ -268,7 +268,7 @@ class CameraWorker:
             if self._layout is None or self._layout.frame_size != size:
                 self._layout = Layout(camera, *size)
             layout, smoother = self._layout, self._smoother
-        dets = self.detector.detect(frame.image, camera.detect)
+        dets = self.detector.detect(frame.image, camera.detect, roi=layout.region(w, h))
         if size != (w, h):  # scaled in the decoder: boxes back to the video's pixels
             factor = np.array([size[0] / w, size[1] / h] * 2, np.float32)
             dets = Detections(dets.xyxy * factor, dets.confidence)

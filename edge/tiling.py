@@ -2,7 +2,8 @@
 
 The frame is (virtually) upscaled by ``scale`` and cut into overlapping ``size`` x ``size`` tiles: each tile is a
 ``size / scale`` pixel square of the source frame, resized to the model input. With a dynamic-batch model all
-tiles (and the optional full-frame pass) go through onnxruntime in ONE call; otherwise they are looped.
+tiles (and the optional full-frame pass) go through the runtime in ONE call; otherwise they are looped.
+Tiles that lie farther than ``roi_margin`` tile sides from every section are not run (``needed_windows``).
 
 Merging (``merge_tiles``) must neither double-count a person cut by a tile border nor drop close neighbours:
 
@@ -27,6 +28,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from edge.config import DetectConfig, TileConfig
 from edge.detections import Detections
@@ -80,14 +83,39 @@ class TileBoxes:
     truncated: np.ndarray  # (N,) bool: touches an inner tile edge
 
 
+def needed_windows(windows: list[Window], roi: BaseGeometry | None, tiles: TileConfig) -> list[Window]:
+    """The windows within ``tiles.roi_margin`` tile sides of ``roi`` (all of them without a region)."""
+    if roi is None or not tiles.roi:
+        return windows
+    rects = shapely.box(*np.array([[w.x0, w.y0, w.x1, w.y1] for w in windows], float).T)
+    margin = tiles.roi_margin * tiles.size / tiles.scale
+    near = shapely.dwithin(rects, roi, margin) if margin > 0 else shapely.intersects(rects, roi)
+    return [w for w, keep in zip(windows, near, strict=True) if keep]
+
+
+def empty_boxes() -> TileBoxes:
+    return TileBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, bool))
+
+
 def run_tiles(
-    det: Detector, frame: np.ndarray, cfg: DetectConfig, conf: float | None = None
+    det: Detector,
+    frame: np.ndarray,
+    cfg: DetectConfig,
+    conf: float | None = None,
+    roi: BaseGeometry | None = None,
 ) -> tuple[TileBoxes, dict[str, float]]:
-    """Detect in every tile (one batched call when the model allows) at ``conf`` (default ``cfg.conf``)."""
+    """Detect in every tile (one batched call when the model allows) at ``conf`` (default ``cfg.conf``).
+
+    With a region ``roi`` (frame pixels; the camera's sections) and ``tiles.roi`` on, tiles farther than
+    ``tiles.roi_margin`` tile sides from it are not run (``tiles_skipped`` in the timing): no person counted
+    in a section can come from them alone.
+    """
     conf = cfg.conf if conf is None else conf
     t0 = time.perf_counter()
     h, w = frame.shape[:2]
-    windows = tile_windows(w, h, cfg.tiles)
+    all_windows = tile_windows(w, h, cfg.tiles)
+    windows = needed_windows(all_windows, roi, cfg.tiles)
+    skipped = len(all_windows) - len(windows)
     shape = _tile_input(det, cfg.tiles)
     images: list[np.ndarray] = []
     boxes: list[Letterbox] = []
@@ -99,6 +127,9 @@ def run_tiles(
         img, lb = letterbox(frame, shape)
         images.append(img)
         boxes.append(lb)
+    if not images:  # no section near any tile: nothing to run
+        return empty_boxes(), {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "tiles": 0,
+                               "tiles_skipped": skipped}
     blob = to_blob(images)
     t1 = time.perf_counter()
     out = det.infer(blob)
@@ -138,6 +169,7 @@ def run_tiles(
         "inference": (t2 - t1) * 1e3,
         "postprocess": (t3 - t2) * 1e3,
         "tiles": len(images),
+        "tiles_skipped": skipped,
     }
     return boxes_all, timing
 
@@ -188,9 +220,11 @@ def merge_tiles(boxes: TileBoxes, tiles: TileConfig, max_det: int = 300) -> Dete
     return Detections(xyxy[idx], boxes.scores[idx].astype(np.float32))
 
 
-def detect_tiled(det: Detector, frame: np.ndarray, cfg: DetectConfig) -> tuple[Detections, dict[str, float]]:
-    """Tiled detection of one frame: batched tile inference, then the border-aware merge."""
-    boxes, timing = run_tiles(det, frame, cfg)
+def detect_tiled(
+    det: Detector, frame: np.ndarray, cfg: DetectConfig, roi: BaseGeometry | None = None
+) -> tuple[Detections, dict[str, float]]:
+    """Tiled detection of one frame: batched inference of the needed tiles, then the border-aware merge."""
+    boxes, timing = run_tiles(det, frame, cfg, roi=roi)
     t0 = time.perf_counter()
     # max_det bounds each tile (as in Ultralytics, per image); the merged frame may hold more people
     dets = merge_tiles(boxes, cfg.tiles, cfg.max_det * max(1, int(timing.get("tiles", 1))))

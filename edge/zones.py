@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+from shapely import affinity
 from shapely.geometry import Polygon
+from shapely.geometry.base import BaseGeometry
 
 from edge.config import CameraConfig, Section
 from edge.detections import Detections
@@ -55,6 +57,7 @@ class Layout:
         self._exclude = [Polygon(_scale(a, sx, sy)) for a in camera.exclude]
         for p in (*self._polys, *self._exclude):
             shapely.prepare(p)
+        self._regions: dict[tuple[int, int], BaseGeometry] = {}
         self._seats: list[_SeatGeometry | None] = []
         for sec in self.sections:
             if not sec.seat_map:
@@ -73,6 +76,21 @@ class Layout:
                     polys.append(None)
                     centres.append((seat.point[0] * sx, seat.point[1] * sy))
             self._seats.append(_SeatGeometry([s.id for s in sec.seat_map], np.asarray(centres, float), polys))
+
+    def region(self, image_w: int | None = None, image_h: int | None = None) -> BaseGeometry:
+        """Where a counted person can be: the union of the sections minus the excluded areas (seats lie inside
+        their section), in the pixels of an image of ``image_w`` x ``image_h`` (default: the frame size)."""
+        key = (image_w or self.frame_size[0], image_h or self.frame_size[1])
+        if key not in self._regions:
+            area = shapely.union_all(self._polys)
+            if self._exclude:
+                area = area.difference(shapely.union_all(self._exclude))
+            fx, fy = key[0] / self.frame_size[0], key[1] / self.frame_size[1]
+            if (fx, fy) != (1.0, 1.0):  # frames scaled in the decoder
+                area = affinity.scale(area, fx, fy, origin=(0, 0))
+            shapely.prepare(area)
+            self._regions[key] = area
+        return self._regions[key]
 
     def polygons_px(self) -> dict[str, list[tuple[float, float]]]:
         """Section polygons in frame pixels (for drawing)."""
