@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     forecast_rate_sigma: float = Field(
         0.25, gt=0, le=2, description="Log-residual allowed for the arrivals between fitted points (crowds come in bursts)."
     )
+    forecast_smooth_min: float = Field(
+        5.0, ge=0, le=30, description="Counts are averaged over this many minutes before the forecast fits them (0: off)."
+    )
     forecast_future_sigma: float = Field(
         0.20, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
     )

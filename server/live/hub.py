@@ -186,6 +186,7 @@ class LiveHub:
                 fit_sigma=st.forecast_fit_sigma,
                 future_sigma=st.forecast_future_sigma,
                 rate_sigma=st.forecast_rate_sigma,
+                smooth_min=st.forecast_smooth_min,
                 prior_base_weight=st.registrations_prior_weight,
             ),
             show_up=st.expected_show_up,

@@ -134,11 +134,11 @@ def test_detector_exception_restarts_the_stage_with_backoff(shared, tmp_path, de
     calls: list[float] = []
     real_detect = detector.detect
 
-    def flaky(frame, cfg):
+    def flaky(frame, cfg, **kw):
         calls.append(time.monotonic())
         if len(calls) in (5, 6, 7):
             raise RuntimeError(f"injected onnxruntime failure {len(calls)}")
-        return real_detect(frame, cfg)
+        return real_detect(frame, cfg, **kw)
 
     monkeypatch.setattr(detector, "detect", flaky)
     run = Running(config(shared, venue_id, system_broker.url, tmp_path / "state"), detector, system_broker)

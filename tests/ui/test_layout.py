@@ -315,7 +315,26 @@ def test_dashboard_on_the_real_server(context_at, live_server: LiveServer, width
     assert x_min <= want_t[0] and x_max >= want_t[2], "the x axis must span doors open to the start"
     target_col = chart["data"][chart["series"].index("Target")]
     assert {round(v, 1) for v in target_col} == {round(live["decision"]["figures"]["target"], 1)}
+    assert axe_problems(page) == []  # the whole page, not only the decision panel
     shoot(page, f"dashboard-real-{width}")
+
+
+# ------------------------------------------------------------------------------------------ calibration
+@pytest.mark.parametrize("width", WIDTHS)
+def test_calibration_page_layout(context_at, live_server: LiveServer, width: int) -> None:
+    page = context_at(width)
+    login(page, live_server, path="/calibration")
+    page.wait_for_selector(f"#camera-select option[value='{live_server.venue}/{EDGE_CAMERA}']", state="attached")
+    controls = ["#camera-select", "#snapshot-btn", "#add-section", "#add-point", "#remove-point", "#save-btn"]
+    assert_layout(page, controls, "#main", ["#snap-status", "#save-status"])
+    main = page.evaluate(WIDTH, "#main")
+    select = page.evaluate(WIDTH, "#camera-select")
+    assert select >= 200 or select >= main * 0.8, f"camera list is {select:.0f} px wide"
+    for sel in controls[1:]:  # every button readable on one line
+        box = page.locator(sel).bounding_box()
+        assert box and box["height"] < 60 and box["width"] >= 40, (sel, box)
+    assert axe_problems(page) == []
+    shoot(page, f"calibration-{width}", docs=True)
 
 
 def test_override_reads_set_by_and_history_has_the_new_columns(context_at, live_server: LiveServer) -> None:
