@@ -6,7 +6,6 @@ vtest.avi (10 fps, a keyframe every 10 frames = 1 s) into rtsp-server-perl, whic
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
@@ -17,57 +16,33 @@ import pytest
 from edge.config import CameraConfig
 from edge.sources import FrameSource
 from tests.conftest import free_port
-from tests.edge.conftest import turnout_cmd, vtest_config
-from tests.edge.test_run_e2e import Recorder
-from tests.edge.test_stream_drop import RtspCamera, wait_for
+from tests.edge.test_stream_drop import RtspCamera, edge_on_rtsp, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def test_rtsp_keyframes_only_drop_and_reconnect(shared, tmp_path, write_config, system_broker, venue_id) -> None:
-    camera = RtspCamera(shared / "data/videos/vtest.avi", tmp_path)
-    camera.start()
-    cfg = vtest_config(
-        shared, venue_id, system_broker.url, tmp_path / "state",
-        source=camera.url, rtsp_transport="udp", analysis_fps=1, hysteresis={"window": 1},
-    )  # fmt: skip
-    sub = Recorder(system_broker.host, system_broker.port, venue_id)
-    edge_log = (tmp_path / "edge.log").open("wb")
-    edge = subprocess.Popen(turnout_cmd("edge", "run", "--config", str(write_config(cfg))),
-                            stdout=subprocess.DEVNULL, stderr=edge_log)  # fmt: skip
+    with edge_on_rtsp(
+        shared, tmp_path, write_config, system_broker, venue_id, analysis_fps=1, hysteresis={"window": 1}
+    ) as run:
 
-    def statuses() -> list[dict]:
-        with sub.lock:
-            return [json.loads(raw) for raw in sub.messages["status"]]
+        def keyframe_mode() -> bool:
+            last = run.statuses()[-1] if run.statuses() else {}
+            return last.get("state") == "online" and last.get("decode", {}).get("mode") == "keyframes"
 
-    def occupancy_count() -> int:
-        with sub.lock:
-            return len(sub.messages["occupancy"])
-
-    def keyframe_mode() -> bool:
-        last = statuses()[-1] if statuses() else {}
-        return last.get("state") == "online" and last.get("decode", {}).get("mode") == "keyframes"
-
-    try:
-        wait_for(lambda: occupancy_count() >= 2 and keyframe_mode(), 40)
-        decode = statuses()[-1]["decode"]
+        wait_for(lambda: run.occupancy_count() >= 2 and keyframe_mode(), 40)
+        decode = run.statuses()[-1]["decode"]
         assert decode["decoder"] in ("cpu", "vaapi", "nvdec", "v4l2m2m")
         assert decode["keyframe_interval_s"] == pytest.approx(1.0, abs=0.15)  # -g 10 at 10 fps
-        camera.stop()
-        wait_for(lambda: statuses()[-1]["state"] == "degraded", 20)
-        before = occupancy_count()
-        camera.start()
-        wait_for(lambda: keyframe_mode() and occupancy_count() > before + 1, 20)
-    finally:
-        edge.terminate()
-        edge.wait(20)
-        edge_log.close()
-        sub.close()
-        camera.close()
-    log = (tmp_path / "edge.log").read_text()
+        run.camera.stop()
+        wait_for(lambda: run.states()[-1] == "degraded", 20)
+        before = run.occupancy_count()
+        run.camera.start()
+        wait_for(lambda: keyframe_mode() and run.occupancy_count() > before + 1, 20)
+    log = run.log.read_text()
     assert "reconnecting" in log or "retry in" in log
     assert "keyframes every" not in log  # 1 s keyframes for 1 s analysis: never judged too rare
-    assert edge.returncode == 0
+    assert run.edge.returncode == 0
 
 
 def _source(source: str, **kw: object) -> FrameSource:

@@ -11,6 +11,9 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -79,48 +82,66 @@ def wait_for(predicate, timeout: float, step: float = 0.1) -> float:
     return time.monotonic() - start
 
 
-def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_config, system_broker, venue_id) -> None:
+@dataclass
+class EdgeOnRtsp:
+    """`turnout edge run` reading an RTSP camera, and what it published (statuses, occupancy)."""
+
+    camera: RtspCamera
+    sub: Recorder
+    edge: subprocess.Popen[bytes]
+    log: Path
+
+    def statuses(self) -> list[dict]:
+        with self.sub.lock:
+            return [json.loads(raw) for raw in self.sub.messages["status"]]
+
+    def states(self) -> list[str]:
+        return [s["state"] for s in self.statuses()]
+
+    def occupancy_count(self) -> int:
+        with self.sub.lock:
+            return len(self.sub.messages["occupancy"])
+
+
+@contextmanager
+def edge_on_rtsp(shared, tmp_path, write_config, broker, venue_id, **camera_cfg: object) -> Iterator[EdgeOnRtsp]:
+    """An RTSP camera on vtest.avi and a real edge on it (RTP over UDP); all stopped on leaving."""
     camera = RtspCamera(shared / "data/videos/vtest.avi", tmp_path)
     camera.start()
-    cfg = vtest_config(
-        shared, venue_id, system_broker.url, tmp_path / "state",
-        source=camera.url, rtsp_transport="udp", analysis_fps=2,
-    )  # fmt: skip
-    sub = Recorder(system_broker.host, system_broker.port, venue_id)
-    edge_log = (tmp_path / "edge.log").open("wb")
+    cfg = vtest_config(shared, venue_id, broker.url, tmp_path / "state",
+                       source=camera.url, rtsp_transport="udp", **camera_cfg)  # fmt: skip
+    sub = Recorder(broker.host, broker.port, venue_id)
+    log = tmp_path / "edge.log"
+    edge_log = log.open("wb")
     edge = subprocess.Popen(turnout_cmd("edge", "run", "--config", str(write_config(cfg))),
                             stdout=subprocess.DEVNULL, stderr=edge_log)  # fmt: skip
-
-    def states() -> list[str]:
-        with sub.lock:
-            return [json.loads(raw)["state"] for raw in sub.messages["status"]]
-
-    def occupancy_count() -> int:
-        with sub.lock:
-            return len(sub.messages["occupancy"])
-
     try:
-        wait_for(lambda: occupancy_count() >= 3, 40)
-        assert states()[-1] == "online"
-        camera.stop()
-        drop_at = time.monotonic()
-        wait_for(lambda: states()[-1] == "degraded", 20)
-        degraded_after = time.monotonic() - drop_at
-        before = occupancy_count()
-        time.sleep(3)
-        assert occupancy_count() - before <= 1, "no counts while the stream is down"
-        camera.start()
-        reconnect_s = wait_for(lambda: states()[-1] == "online" and occupancy_count() > before + 1, 10)
-        print(f"degraded after {degraded_after:.1f} s; reconnected {reconnect_s:.1f} s after the stream came back")
+        yield EdgeOnRtsp(camera, sub, edge, log)
     finally:
         edge.terminate()
         edge.wait(20)
         edge_log.close()
         sub.close()
         camera.close()
-    log = (tmp_path / "edge.log").read_text()
+
+
+def test_rtsp_drop_reconnects_and_reports_degraded(shared, tmp_path, write_config, system_broker, venue_id) -> None:
+    with edge_on_rtsp(shared, tmp_path, write_config, system_broker, venue_id, analysis_fps=2) as run:
+        wait_for(lambda: run.occupancy_count() >= 3, 40)
+        assert run.states()[-1] == "online"
+        run.camera.stop()
+        drop_at = time.monotonic()
+        wait_for(lambda: run.states()[-1] == "degraded", 20)
+        degraded_after = time.monotonic() - drop_at
+        before = run.occupancy_count()
+        time.sleep(3)
+        assert run.occupancy_count() - before <= 1, "no counts while the stream is down"
+        run.camera.start()
+        reconnect_s = wait_for(lambda: run.states()[-1] == "online" and run.occupancy_count() > before + 1, 10)
+        print(f"degraded after {degraded_after:.1f} s; reconnected {reconnect_s:.1f} s after the stream came back")
+    log = run.log.read_text()
     assert "reconnecting" in log or "retry in" in log
-    assert edge.returncode == 0
+    assert run.edge.returncode == 0
 
 
 def test_http_mjpeg_source(shared, tmp_path, write_config, system_broker, venue_id) -> None:
