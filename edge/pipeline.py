@@ -322,13 +322,20 @@ class CameraWorker:
 
     def _send(self, frame: Frame, camera: CameraConfig, sections: dict[str, SectionTally], tiles: int) -> None:
         seats = {s.id: s.seats for s in camera.sections}
+        mapped = {s.id for s in camera.sections if s.seat_map}  # these also say which seats are taken
         msg = Occupancy(
             venue=self.cfg.venue,
             camera=camera.id,
             seq=self.publisher.next_seq(),
             ts=frame.ts,
             sections=[
-                SectionCount(id=sid, seats=seats[sid], occupied=min(t.occupied, seats[sid]), people=t.people)
+                SectionCount(
+                    id=sid,
+                    seats=seats[sid],
+                    occupied=min(t.occupied, seats[sid]),
+                    people=t.people,
+                    taken=sorted(t.seats_taken) if sid in mapped else None,
+                )
                 for sid, t in sections.items()
             ],
             model=self.detector.name,

@@ -29,6 +29,8 @@ server_app = typer.Typer(help="Run the attendance server and manage its database
 registrations_app = typer.Typer(help="Import an event's registrations.", no_args_is_help=True)
 users_app = typer.Typer(help="Users of the API and dashboard.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+chart_app = typer.Typer(help="The venue's seating chart and the seats each camera sees.", no_args_is_help=True)
+server_app.add_typer(chart_app, name="chart")
 
 EXIT_DB_CORRUPT = 65  # EX_DATAERR
 EXIT_DB_UNREACHABLE = 69  # EX_UNAVAILABLE
@@ -339,3 +341,76 @@ def users_disable(name: str = typer.Argument(...), config: Path | None = ConfigO
 def users_enable(name: str = typer.Argument(...), config: Path | None = ConfigOpt) -> None:
     """Enable a disabled user again (its unexpired, unrevoked tokens work again)."""
     _set_disabled(name, False, config)
+
+
+@chart_app.command("import")
+def chart_import(
+    file: Path = typer.Argument(..., help="Seating chart, CSV or JSON (docs/seatmaps.md)."),
+    venue: str = typer.Option(..., "--venue", help="Venue id (loaded before with `turnout server load`)."),
+    fmt: str = typer.Option(None, "--format", help="csv or json (default: from the content)."),
+    y_up: bool = typer.Option(False, "--y-up", help="The chart's y axis grows upwards."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Replace the venue's seating chart with FILE (atomic: prints every bad seat and changes nothing)."""
+    import json
+
+    from server.seatmap.chart import ChartError
+    from server.seatmap.store import import_chart
+
+    if not file.is_file():
+        typer.echo(f"{file}: file not found", err=True)
+        raise typer.Exit(1)
+    db = _database(config)
+    started = time.perf_counter()
+    with db.session() as s:
+        try:
+            summary = import_chart(s, venue, file.read_bytes(), fmt=fmt, source_name=file.name, y_up=y_up)
+        except ChartError as exc:
+            for err in exc.errors:
+                typer.echo(f"{file}: {err}", err=True)
+            if exc.total > len(exc.errors):
+                typer.echo(f"{file}: ... and {exc.total - len(exc.errors)} more", err=True)
+            typer.echo(f"{file}: {exc.total} problem(s); nothing imported", err=True)
+            raise typer.Exit(1) from None
+    summary["import_s"] = round(time.perf_counter() - started, 3)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@chart_app.command("project")
+def chart_project(
+    venue: str = typer.Option(..., "--venue", help="Venue whose chart is projected."),
+    pairs: Path = typer.Option(..., "--pairs", help='JSON: [{"plan": [x, y], "image": [u, v]}, ...] (4 or more).'),
+    frame: str = typer.Option(..., "--frame", help="Camera image size, WIDTHxHEIGHT (e.g. 1920x1080)."),
+    min_seat_px: float = typer.Option(12.0, "--min-seat-px", help="Smaller seats are unseen."),
+    out: Path | None = typer.Option(None, "--out", help="Write the layout (sections with seat maps) here."),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Project the chart into one camera image from point pairs and print what it sees (sends nothing;
+    the calibration view or PUT /api/v1/calibration/{venue}/{camera}/seatmap sends it to the edge)."""
+    import json
+
+    from server.seatmap.project import PointPairs, ProjectionError, fit_homography, layout_sections, project_seats
+    from server.seatmap.store import load_chart
+
+    try:
+        w, h = (int(v) for v in frame.lower().split("x"))
+        items = json.loads(pairs.read_text())
+        pp = PointPairs.of([(p["plan"], p["image"]) for p in items])
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        typer.echo(f"--frame WIDTHxHEIGHT and --pairs [{{plan, image}}, ...] expected: {exc}", err=True)
+        raise typer.Exit(2) from None
+    db = _database(config)
+    with db.session() as s:
+        chart = load_chart(s, venue)
+    if chart is None:
+        typer.echo(f"venue {venue!r} has no seat chart: turnout server chart import FILE --venue {venue}", err=True)
+        raise typer.Exit(1)
+    try:
+        proj = project_seats(chart, {None: fit_homography(pp, w, h)}, w, h, min_seat_px)
+    except ProjectionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    sections = layout_sections(chart, proj)
+    if out is not None:
+        out.write_text(json.dumps({"coordinates": "pixels", "sections": sections}, indent=1))
+    typer.echo(json.dumps({**proj.summary(), "sections": {x["id"]: x["seats"] for x in sections}}, indent=2))

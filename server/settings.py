@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     login_token_ttl_h: float = Field(12.0, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
     max_upload_mb: float = Field(200.0, gt=0, description="Largest registrations upload accepted (MB).")
+    seat_min_px: float = Field(
+        12.0, gt=0, le=1000, description="Seat maps: a chart seat smaller than this in a camera's image is unseen."
+    )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -169,11 +169,22 @@ class SectionCount(_Payload):
     seats: StrictInt = Field(ge=0, le=1_000_000, description="Seats in the section (from the edge config).")
     occupied: StrictInt = Field(ge=0, le=1_000_000, description="Occupied seats; never more than `seats`.")
     people: StrictInt = Field(ge=0, le=1_000_000, description="Persons seen in the section, standing included.")
+    taken: list[Id] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Ids of the occupied seats of the section's seat map (optional, added within v1); "
+        "absent without a seat map or from older edges.",
+    )
 
     @model_validator(mode="after")
     def _occupied_within_seats(self) -> SectionCount:
         if self.occupied > self.seats:
             raise ValueError(f"section {self.id}: occupied {self.occupied} exceeds seats {self.seats}")
+        if self.taken is not None:
+            if len(set(self.taken)) != len(self.taken):
+                raise ValueError(f"section {self.id}: a seat id is listed twice in taken")
+            if len(self.taken) > self.seats:
+                raise ValueError(f"section {self.id}: {len(self.taken)} seats taken exceeds seats {self.seats}")
         return self
 
 

@@ -303,3 +303,51 @@ class EvaluatorLease(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     term: Mapped[int] = mapped_column(Integer, default=1)
     """Grows by one each time another holder takes the lease."""
+
+
+class SeatChart(Base):
+    """A venue's seating chart (server.seatmap): where its seats are on the plan; replaced as a whole."""
+
+    __tablename__ = "seat_charts"
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id", ondelete="CASCADE"), primary_key=True)
+    seats: Mapped[int] = mapped_column(Integer)
+    polygons: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Section outlines on the plan, ``{section: [[x, y], ...]}``, where the chart gives them."""
+    source_name: Mapped[str] = mapped_column(String(300))
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    imported_by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class ChartSeatRow(Base):
+    """One seat of a venue's chart: section, row, seat label and position on the plan (y grows down)."""
+
+    __tablename__ = "chart_seats"
+    pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    venue_id: Mapped[str] = mapped_column(ForeignKey("seat_charts.venue_id", ondelete="CASCADE"))
+    section: Mapped[str] = mapped_column(String(64))
+    row: Mapped[str] = mapped_column(String(16))
+    seat: Mapped[str] = mapped_column(String(16))
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ux_chart_seats_key", "venue_id", "section", "row", "seat", unique=True),)
+
+
+class CameraSeatMap(Base):
+    """The chart seats one camera sees: the homography from its point pairs and the seats projected."""
+
+    __tablename__ = "camera_seatmaps"
+    venue_id: Mapped[str] = mapped_column(ForeignKey("venues.id", ondelete="CASCADE"), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pairs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{section or "": {"plan": [[x, y], ...], "image": [[u, v], ...]}}`` as given by the operator."""
+    homography: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{section or "": 3x3 plan -> image matrix}`` ("": the camera's own pairs)."""
+    frame_w: Mapped[int] = mapped_column(Integer)
+    frame_h: Mapped[int] = mapped_column(Integer)
+    min_seat_px: Mapped[float] = mapped_column(Float)
+    seen: Mapped[list[Any]] = mapped_column(JSON)
+    """Labels ``section/row/seat`` of the seats projected into the camera's layout."""
+    unseen: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64), default=None)

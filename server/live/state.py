@@ -38,6 +38,8 @@ class Reading:
     seats: int
     ts: datetime
     received: datetime
+    taken: frozenset[str] | None = None
+    """Seat-map ids of the occupied seats (``SectionCount.taken``), when the edge sends them."""
 
 
 @dataclass
@@ -203,7 +205,8 @@ class LiveState:
                     self.counters["unknown_section"] += 1
                     continue
                 occupied = min(sc.occupied, cfg.seats)
-                venue.readings[(sc.id, camera_id)] = Reading(occupied, sc.people, sc.seats, msg.ts, now)
+                taken = frozenset(sc.taken) if sc.taken is not None else None
+                venue.readings[(sc.id, camera_id)] = Reading(occupied, sc.people, sc.seats, msg.ts, now, taken)
                 venue.dirty.add((sc.id, camera_id))
             self.counters["accepted"] += 1
             self.version += 1

@@ -137,6 +137,16 @@ async def layout(venue: str, camera: str, body: LayoutBody, request: Request) ->
         msg = contract.Layout(request_id=uuid.uuid4().hex, **body.model_dump())
     except ValidationError as exc:
         raise unprocessable(str(exc)) from None
+    result = await push_layout(relay, venue, camera, msg)
+    return {"ok": result.ok, "errors": result.errors, "request_id": msg.request_id}
+
+
+async def push_layout(relay: Relay, venue: str, camera: str, msg: contract.Layout) -> contract.LayoutResult:
+    """Publish ``msg`` (retained) on the camera's layout topic and return the edge's verdict.
+
+    A refused layout is replaced by the last accepted one (or cleared): the previous layout stays in force.
+    Raises HTTPException 504 (no answer) or 502 (an invalid answer).
+    """
     topic = contract.layout_topic(venue, camera)
     payload = msg.to_json()
     try:
@@ -157,4 +167,4 @@ async def layout(venue: str, camera: str, body: LayoutBody, request: Request) ->
         relay.last_good[key] = payload
     else:  # never leave a refused layout retained
         relay.mqtt.publish(topic, relay.last_good.get(key, b""), retain=True)
-    return {"ok": result.ok, "errors": result.errors, "request_id": msg.request_id}
+    return result
