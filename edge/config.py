@@ -134,6 +134,12 @@ class ModelConfig(_Strict):
         description="onnxruntime execution providers, in order of preference (CUDA, TensorRT, OpenVINO, CPU).",
     )
     device: str = Field("CPU", pattern=r"^[A-Z]+(\.\d+)?$", description="OpenVINO device: CPU, GPU, NPU ...")
+    max_batch: int | None = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Most tiles per inference call (memory grows ~34-90 MB per tile in a call); null: all at once.",
+    )
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -181,12 +187,28 @@ class TileConfig(_Strict):
     )
 
 
+class GateConfig(_Strict):
+    """Static-scene gating of tiles (edge/gating.py): a tile that barely changed reuses its last detections."""
+
+    enabled: bool | None = Field(
+        None, description="null: on for seated cameras (tiled, anchor center/top_center), off otherwise."
+    )
+    threshold: float = Field(
+        0.01, ge=0.0, le=1.0, description="Share of a tile's pixels that must change for it to run again."
+    )
+    pixel_delta: int = Field(
+        24, ge=1, le=255, description="A pixel (grey, tile shrunk to 64x64) changed by more than this has changed."
+    )
+    refresh_s: float = Field(30.0, gt=0.0, le=3600.0, description="Every tile runs again at least this often.")
+
+
 class DetectConfig(_Strict):
     mode: Literal["full", "tiled"] = "full"
     conf: float = Field(0.25, gt=0.0, lt=1.0)
     iou: float = Field(0.7, gt=0.0, le=1.0)
     max_det: int = Field(300, ge=1, le=10_000)
     tiles: TileConfig = TileConfig()
+    gate: GateConfig = GateConfig()
 
 
 # ------------------------------------------------------------------------------------------ zones
@@ -328,6 +350,13 @@ class CameraConfig(_Strict):
             if any(not (0.0 <= c <= 1.0) for p in pts for c in p):
                 raise ValueError("normalized coordinates must lie within 0..1")
         return self
+
+    @property
+    def gating(self) -> bool:
+        """Static-scene gating on? ``detect.gate.enabled``, by default on for seated cameras (tiled, not feet)."""
+        if self.detect.gate.enabled is not None:
+            return self.detect.gate.enabled and self.detect.mode == "tiled"
+        return self.detect.mode == "tiled" and self.anchor != Anchor.BOTTOM_CENTER
 
     @property
     def decode_side(self) -> int | None:

@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -25,6 +26,9 @@ from shapely.geometry.base import BaseGeometry
 from edge.config import DetectConfig, ModelConfig
 from edge.detections import Detections
 from edge.runtimes import ModelError, Precision, Provider, Runtime, open_backend
+
+if TYPE_CHECKING:
+    from edge.gating import TileGate
 
 PAD_VALUE = 114
 
@@ -128,8 +132,10 @@ class Detector:
         precision: Precision = "fp32",
         providers: tuple[Provider, ...] | list[Provider] = ("cpu",),
         device: str = "CPU",
+        max_batch: int | None = None,
     ) -> None:
         self.path = Path(model_path)
+        self.max_batch = max_batch  # most images per inference call (None: all of a frame's tiles at once)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         backend = open_backend(
@@ -165,7 +171,8 @@ class Detector:
 
     @classmethod
     def from_config(cls, model_path: Path, model: ModelConfig) -> Detector:
-        """The detector the config's ``model`` block asks for (runtime, precision, providers, device, threads)."""
+        """The detector the config's ``model`` block asks for (runtime, precision, providers, device, threads,
+        max_batch)."""
         return cls(
             model_path,
             threads=model.threads,
@@ -173,6 +180,7 @@ class Detector:
             precision=model.precision,
             providers=model.providers,
             device=model.device,
+            max_batch=model.max_batch,
         )
 
     def _names(self, meta: dict[str, str]) -> dict[int, str]:
@@ -206,16 +214,40 @@ class Detector:
         outs = [self.backend.run(blob[i : i + 1]) for i in range(len(blob))]
         return np.concatenate(outs, axis=0)
 
+    def blob(self, images: list[np.ndarray]) -> np.ndarray:
+        """Like `to_blob`, into this thread's reused buffer (grown only when a call needs more room).
+
+        The view is valid until this thread's next call; one buffer per thread, as cameras share a Detector.
+        """
+        h, w = images[0].shape[:2]
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.shape[0] < len(images) or buf.shape[2:] != (h, w):
+            buf = self._local.buf = np.empty((len(images), 3, h, w), np.float32)
+        out = buf[: len(images)]
+        for i, img in enumerate(images):
+            out[i] = img.transpose(2, 0, 1)[::-1]  # HWC BGR -> CHW RGB (uint8 -> float32)
+        out *= np.float32(1 / 255.0)
+        return out
+
     def decode(self, pred: np.ndarray, conf: float, iou: float, max_det: int) -> tuple[np.ndarray, np.ndarray]:
         """One image's raw output -> person boxes (model-input pixels) and scores."""
         if self.end2end:
             return decode_end2end(pred, self.person, conf, max_det)
         return decode_raw(pred, self.person, conf, iou, max_det)
 
-    def detect(self, frame_bgr: np.ndarray, cfg: DetectConfig, roi: BaseGeometry | None = None) -> Detections:
+    def detect(
+        self,
+        frame_bgr: np.ndarray,
+        cfg: DetectConfig,
+        roi: BaseGeometry | None = None,
+        gate: TileGate | None = None,
+        now: float = 0.0,
+    ) -> Detections:
         """People in one BGR frame, full-frame or tiled as ``cfg.mode`` says; boxes in frame pixels.
 
-        ``roi`` (frame pixels, e.g. `Layout.region`): tiled mode runs only the tiles near it.
+        ``roi`` (frame pixels, e.g. `Layout.region`): tiled mode runs only the tiles near it. ``gate`` (the
+        camera's `TileGate`, tiled mode): tiles that barely changed since their last inference before ``now``
+        (the frame's time, seconds) reuse their detections.
         """
         if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             shape = None if frame_bgr is None else frame_bgr.shape
@@ -223,7 +255,7 @@ class Detector:
         if cfg.mode == "tiled":
             from edge.tiling import detect_tiled
 
-            dets, timing = detect_tiled(self, frame_bgr, cfg, roi)
+            dets, timing = detect_tiled(self, frame_bgr, cfg, roi, gate=gate, now=now)
         else:
             dets, timing = self._detect_full(frame_bgr, cfg)
         self._local.timing = timing

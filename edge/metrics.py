@@ -38,7 +38,7 @@ class EdgeCollector(Collector):
             "frames": CounterMetricFamily("turnout_edge_frames_analysed", "Frames analysed.", labels=labels),
             "failures": CounterMetricFamily("turnout_edge_analysis_failures", "Frames whose analysis failed.", labels=labels),
             "tiles": CounterMetricFamily(
-                "turnout_edge_tiles", "Detector tiles run or skipped.", labels=["camera", "outcome"]
+                "turnout_edge_tiles", "Detector tiles run, skipped (no section near) or reused (unchanged pixels).", labels=["camera", "outcome"]
             ),
             "restarts": CounterMetricFamily(
                 "turnout_edge_stage_restarts", "Capture/detect stage restarts.", labels=["camera", "stage"]
@@ -68,6 +68,7 @@ class EdgeCollector(Collector):
             fam["failures"].add_metric([cam], s.failures)
             fam["tiles"].add_metric([cam, "run"], s.tiles_run)
             fam["tiles"].add_metric([cam, "skipped"], s.tiles_skipped)
+            fam["tiles"].add_metric([cam, "reused"], s.tiles_reused)
             for stage, n in s.restarts.items():
                 fam["restarts"].add_metric([cam, stage], n)
             fam["published"].add_metric([cam], s.published)

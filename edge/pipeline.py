@@ -34,6 +34,7 @@ import numpy as np
 from edge.config import CameraConfig, EdgeConfig
 from edge.detections import Detections
 from edge.detector import Detector
+from edge.gating import TileGate
 from edge.publisher import Publisher
 from edge.sources import STABLE_S, Frame, FrameSource
 from edge.zones import Layout, SectionSmoother, SectionTally
@@ -62,6 +63,7 @@ class CameraStats:
     unstored: int = 0  # counts lost because the store-and-forward queue could not be written (disk full)
     tiles_run: int = 0  # detector passes (tiles, or 1 per full-frame analysis)
     tiles_skipped: int = 0  # tiles the detector reported as skipped (``tiles_skipped`` in its timing)
+    tiles_reused: int = 0  # tiles that reused their last detections (static-scene gating, edge/gating.py)
     sections: dict[str, SectionTally] = field(default_factory=dict)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
@@ -95,6 +97,7 @@ class CameraWorker:
         self._lock = threading.Lock()
         self._layout: Layout | None = None
         self._smoother = self._new_smoother(camera)
+        self._gate = self._new_gate(camera)
         self._latest: tuple[np.ndarray, Detections] | None = None
         self._latest_size: tuple[int, int] | None = None
         self._last_sent: dict[str, tuple[int, int]] | None = None
@@ -159,12 +162,17 @@ class CameraWorker:
             self.camera = camera
             self._layout = None
             self._smoother = self._new_smoother(camera)
+            self._gate = self._new_gate(camera)
         log.info("camera %s: new layout applied (%d sections)", camera.id, len(camera.sections))
 
     @staticmethod
     def _new_smoother(camera: CameraConfig) -> SectionSmoother:
         h = camera.hysteresis
         return SectionSmoother(window=h.window, seat_on=h.seat_on, seat_off=h.seat_off)
+
+    @staticmethod
+    def _new_gate(camera: CameraConfig) -> TileGate | None:
+        return TileGate(camera.detect.gate) if camera.gating else None
 
     # ------------------------------------------------------------------------------ stages
     def _pause(self, failures: int) -> float:
@@ -267,8 +275,10 @@ class CameraWorker:
             camera = self.camera
             if self._layout is None or self._layout.frame_size != size:
                 self._layout = Layout(camera, *size)
-            layout, smoother = self._layout, self._smoother
-        dets = self.detector.detect(frame.image, camera.detect, roi=layout.region(w, h))
+            layout, smoother, gate = self._layout, self._smoother, self._gate
+        dets = self.detector.detect(
+            frame.image, camera.detect, roi=layout.region(w, h), gate=gate, now=frame.ts.timestamp()
+        )
         if size != (w, h):  # scaled in the decoder: boxes back to the video's pixels
             factor = np.array([size[0] / w, size[1] / h] * 2, np.float32)
             dets = Detections(dets.xyxy * factor, dets.confidence)
@@ -276,6 +286,7 @@ class CameraWorker:
         tiles = int(timing.get("tiles", 1))
         self.stats.tiles_run += tiles
         self.stats.tiles_skipped += int(timing.get("tiles_skipped", 0))
+        self.stats.tiles_reused += int(timing.get("tiles_reused", 0))
         smoothed = smoother.update(layout.count(dets), layout)
         now = time.monotonic()
         with self._lock:

@@ -2,8 +2,10 @@
 
 The frame is (virtually) upscaled by ``scale`` and cut into overlapping ``size`` x ``size`` tiles: each tile is a
 ``size / scale`` pixel square of the source frame, resized to the model input. With a dynamic-batch model all
-tiles (and the optional full-frame pass) go through the runtime in ONE call; otherwise they are looped.
-Tiles that lie farther than ``roi_margin`` tile sides from every section are not run (``needed_windows``).
+tiles (and the optional full-frame pass) go through the runtime in calls of at most ``model.max_batch``
+images (memory stays bounded however many tiles a frame has); a fixed-batch model loops over them.
+Tiles that lie farther than ``roi_margin`` tile sides from every section are not run (``needed_windows``), and a
+camera's `TileGate` (edge/gating.py) lets tiles that barely changed reuse their last detections.
 
 Merging (``merge_tiles``) must neither double-count a person cut by a tile border nor drop close neighbours:
 
@@ -23,6 +25,7 @@ Merging (``merge_tiles``) must neither double-count a person cut by a tile borde
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +36,8 @@ from shapely.geometry.base import BaseGeometry
 
 from edge.config import DetectConfig, TileConfig
 from edge.detections import Detections
-from edge.detector import Detector, Letterbox, letterbox, to_blob
+from edge.detector import Detector, letterbox
+from edge.gating import TileGate, TileResult, thumbnail
 
 FULL_FRAME = -1  # tile index of the full-frame pass
 NESTED_IOS = 0.85  # a box this much inside another with the same top edge is the same person
@@ -97,18 +101,31 @@ def empty_boxes() -> TileBoxes:
     return TileBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, bool))
 
 
+def batches(n: int, max_batch: int | None) -> list[range]:
+    """Split ``n`` images into the fewest calls of at most ``max_batch``, sizes as even as possible."""
+    if n == 0:
+        return []
+    calls = 1 if max_batch is None else math.ceil(n / max_batch)
+    bounds = np.linspace(0, n, calls + 1).round().astype(int)
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
 def run_tiles(
     det: Detector,
     frame: np.ndarray,
     cfg: DetectConfig,
     conf: float | None = None,
     roi: BaseGeometry | None = None,
+    gate: TileGate | None = None,
+    now: float = 0.0,
 ) -> tuple[TileBoxes, dict[str, float]]:
-    """Detect in every tile (one batched call when the model allows) at ``conf`` (default ``cfg.conf``).
+    """Detect in every tile at ``conf`` (default ``cfg.conf``), in calls of at most ``det.max_batch`` tiles.
 
     With a region ``roi`` (frame pixels; the camera's sections) and ``tiles.roi`` on, tiles farther than
     ``tiles.roi_margin`` tile sides from it are not run (``tiles_skipped`` in the timing): no person counted
-    in a section can come from them alone.
+    in a section can come from them alone. With a ``gate``, tiles whose pixels barely changed since their last
+    inference reuse its boxes (``tiles_reused``). Each call's output is decoded before the next call, and the
+    input buffer is reused, so memory does not grow with the number of tiles.
     """
     conf = cfg.conf if conf is None else conf
     t0 = time.perf_counter()
@@ -116,61 +133,74 @@ def run_tiles(
     all_windows = tile_windows(w, h, cfg.tiles)
     windows = needed_windows(all_windows, roi, cfg.tiles)
     skipped = len(all_windows) - len(windows)
-    shape = _tile_input(det, cfg.tiles)
-    images: list[np.ndarray] = []
-    boxes: list[Letterbox] = []
-    for win in windows:
-        img, lb = letterbox(frame[win.y0 : win.y1, win.x0 : win.x1], shape)
-        images.append(img)
-        boxes.append(lb)
+    jobs: list[tuple[int, Window]] = list(enumerate(windows))
     if cfg.tiles.full_frame:
-        img, lb = letterbox(frame, shape)
-        images.append(img)
-        boxes.append(lb)
-    if not images:  # no section near any tile: nothing to run
-        return empty_boxes(), {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "tiles": 0,
-                               "tiles_skipped": skipped}
-    blob = to_blob(images)
-    t1 = time.perf_counter()
-    out = det.infer(blob)
-    t2 = time.perf_counter()
-    parts_xyxy, parts_scores, parts_tile, parts_trunc = [], [], [], []
+        jobs.append((FULL_FRAME, Window(0, 0, w, h)))
+    results: dict[int, TileResult] = {}
+    todo: list[tuple[int, Window, np.ndarray | None]] = []
+    for tile_id, win in jobs:
+        thumb = None
+        if gate is not None:
+            thumb = thumbnail(frame[win.y0 : win.y1, win.x0 : win.x1])
+            kept = gate.reuse((win.x0, win.y0, win.x1, win.y1), thumb, now, conf, (w, h))
+            if kept is not None:
+                results[tile_id] = kept
+                continue
+        todo.append((tile_id, win, thumb))
+    shape = _tile_input(det, cfg.tiles)
     margin = max(2.0, 0.01 * cfg.tiles.size / cfg.tiles.scale)
-    for i, lb in enumerate(boxes):
-        xyxy, scores = det.decode(out[i], conf, cfg.iou, cfg.max_det)
-        if i < len(windows):
-            win = windows[i]
-            xyxy = lb.to_source(xyxy, win.x1 - win.x0, win.y1 - win.y0)
+    t_pre = t_inf = 0.0
+    t_post = time.perf_counter() - t0
+    for part in batches(len(todo), det.max_batch):
+        t1 = time.perf_counter()
+        images, boxes = [], []
+        for i in part:
+            img, lb = letterbox(frame[todo[i][1].y0 : todo[i][1].y1, todo[i][1].x0 : todo[i][1].x1], shape)
+            images.append(img)
+            boxes.append(lb)
+        blob = det.blob(images)
+        t2 = time.perf_counter()
+        out = det.infer(blob)
+        t3 = time.perf_counter()
+        for j, i in enumerate(part):
+            tile_id, win, thumb = todo[i]
+            xyxy, scores = det.decode(out[j], conf, cfg.iou, cfg.max_det)
+            xyxy = boxes[j].to_source(xyxy, win.x1 - win.x0, win.y1 - win.y0)
             xyxy += np.array([win.x0, win.y0, win.x0, win.y0], np.float32)
-            trunc = (
-                ((xyxy[:, 0] <= win.x0 + margin) & (win.x0 > 0))
-                | ((xyxy[:, 1] <= win.y0 + margin) & (win.y0 > 0))
-                | ((xyxy[:, 2] >= win.x1 - margin) & (win.x1 < w))
-                | ((xyxy[:, 3] >= win.y1 - margin) & (win.y1 < h))
-            )
-            tile_id = i
-        else:
-            xyxy = lb.to_source(xyxy, w, h)
-            trunc = np.zeros(len(xyxy), bool)
-            tile_id = FULL_FRAME
-        parts_xyxy.append(xyxy)
-        parts_scores.append(scores)
-        parts_tile.append(np.full(len(xyxy), tile_id, np.int32))
-        parts_trunc.append(trunc)
-    boxes_all = TileBoxes(
-        np.concatenate(parts_xyxy).reshape(-1, 4),
-        np.concatenate(parts_scores),
-        np.concatenate(parts_tile),
-        np.concatenate(parts_trunc),
-    )
-    t3 = time.perf_counter()
+            if tile_id == FULL_FRAME:
+                trunc = np.zeros(len(xyxy), bool)
+            else:
+                trunc = (
+                    ((xyxy[:, 0] <= win.x0 + margin) & (win.x0 > 0))
+                    | ((xyxy[:, 1] <= win.y0 + margin) & (win.y0 > 0))
+                    | ((xyxy[:, 2] >= win.x1 - margin) & (win.x1 < w))
+                    | ((xyxy[:, 3] >= win.y1 - margin) & (win.y1 < h))
+                )
+            results[tile_id] = TileResult(xyxy, scores, trunc)
+            if gate is not None and thumb is not None:
+                gate.store((win.x0, win.y0, win.x1, win.y1), thumb, results[tile_id], now, conf)
+        del out
+        t_pre += t2 - t1
+        t_inf += t3 - t2
+        t_post += time.perf_counter() - t3
     timing = {
-        "preprocess": (t1 - t0) * 1e3,
-        "inference": (t2 - t1) * 1e3,
-        "postprocess": (t3 - t2) * 1e3,
-        "tiles": len(images),
+        "preprocess": t_pre * 1e3,
+        "inference": t_inf * 1e3,
+        "postprocess": t_post * 1e3,
+        "tiles": len(todo),
         "tiles_skipped": skipped,
+        "tiles_reused": len(jobs) - len(todo),
+        "calls": len(batches(len(todo), det.max_batch)),
     }
+    if not results:  # no section near any tile: nothing to run
+        return empty_boxes(), timing
+    order = [tile_id for tile_id, _ in jobs]
+    boxes_all = TileBoxes(
+        np.concatenate([results[t].xyxy for t in order]).reshape(-1, 4).astype(np.float32),
+        np.concatenate([results[t].scores for t in order]).astype(np.float32),
+        np.concatenate([np.full(len(results[t].scores), t, np.int32) for t in order]),
+        np.concatenate([results[t].truncated for t in order]).astype(bool),
+    )
     return boxes_all, timing
 
 
@@ -221,12 +251,18 @@ def merge_tiles(boxes: TileBoxes, tiles: TileConfig, max_det: int = 300) -> Dete
 
 
 def detect_tiled(
-    det: Detector, frame: np.ndarray, cfg: DetectConfig, roi: BaseGeometry | None = None
+    det: Detector,
+    frame: np.ndarray,
+    cfg: DetectConfig,
+    roi: BaseGeometry | None = None,
+    gate: TileGate | None = None,
+    now: float = 0.0,
 ) -> tuple[Detections, dict[str, float]]:
     """Tiled detection of one frame: batched inference of the needed tiles, then the border-aware merge."""
-    boxes, timing = run_tiles(det, frame, cfg, roi=roi)
+    boxes, timing = run_tiles(det, frame, cfg, roi=roi, gate=gate, now=now)
     t0 = time.perf_counter()
     # max_det bounds each tile (as in Ultralytics, per image); the merged frame may hold more people
-    dets = merge_tiles(boxes, cfg.tiles, cfg.max_det * max(1, int(timing.get("tiles", 1))))
+    used = int(timing.get("tiles", 1) + timing.get("tiles_reused", 0))
+    dets = merge_tiles(boxes, cfg.tiles, cfg.max_det * max(1, used))
     timing["postprocess"] += (time.perf_counter() - t0) * 1e3
     return dets, timing

@@ -103,6 +103,6 @@ def test_camera_stats_and_metrics_count_skipped_tiles(
         worker._analyse(Frame(frames[0], datetime.now(UTC), 0, time.monotonic()))
         assert (worker.stats.tiles_run, worker.stats.tiles_skipped) == (4, 2)
         tiles = next(f for f in EdgeCollector([worker]).collect() if f.name == "turnout_edge_tiles")
-        assert {s.labels["outcome"]: s.value for s in tiles.samples} == {"run": 4, "skipped": 2}
+        assert {s.labels["outcome"]: s.value for s in tiles.samples} == {"run": 4, "skipped": 2, "reused": 0}
     finally:
         worker.close()
