@@ -36,7 +36,7 @@ APPLIED = {"accepted": "occupancy", "status": "status"}
 NOT_REJECTIONS = {"received", "new_stream", *APPLIED}
 """hub.counters keys that are neither applied nor rejected (totals and notes)."""
 DECISION_STATES = ("undecided", "cancel_overflow", "overflow_needed")
-LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 

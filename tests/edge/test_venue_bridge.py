@@ -73,6 +73,31 @@ def client(port: int, auth: tuple[str, str] | None, ca: Path | None, client_id: 
     return c, got
 
 
+def venue_conf(tmp: Path, passwd: Path, central: str, listener: str, *, acl: Path | None = None,
+               **overrides: str) -> str:
+    """deploy/venue/mosquitto.conf as shipped, with paths (certificates from `_make_certs` in ``tmp``), the
+    listener (``"PORT ADDRESS"``), the central address (``"HOST:PORT"``), the bridge password and the retry
+    timer changed; ``overrides`` replace other settings by name (``keepalive_interval="5"``)."""
+    conf = (DEPLOY / "venue" / "mosquitto.conf").read_text()
+    for old, new in (
+        (r"^password_file .*$", f"password_file {passwd}"),
+        (r"^acl_file .*$", f"acl_file {acl or DEPLOY / 'mosquitto' / 'acl'}"),
+        (r"^persistence_location .*$", f"persistence_location {tmp}/venue/"),
+        (r"^listener 8883$", f"listener {listener}"),
+        (r"^cafile .*$", f"cafile {tmp}/ca.crt"),
+        (r"^certfile .*$", f"certfile {tmp}/server.crt"),
+        (r"^keyfile .*$", f"keyfile {tmp}/server.key"),
+        (r"^address .*$", f"address {central}"),
+        (r"^bridge_cafile .*$", f"bridge_cafile {tmp}/ca.crt"),
+        (r"^remote_password .*$", f"remote_password {BRIDGE[1]}"),
+        (r"^restart_timeout .*$", "restart_timeout 1 1"),  # the test does not wait for the production backoff
+        *((rf"^{key} .*$", f"{key} {value}") for key, value in overrides.items()),
+    ):
+        conf, n = re.subn(old, new, conf, flags=re.M)
+        assert n == 1, old
+    return conf
+
+
 @pytest.fixture
 def brokers(tmp_path: Path) -> tuple[Mosquitto, Mosquitto, Path]:
     for tool in ("mosquitto_passwd", "openssl"):
@@ -92,22 +117,7 @@ def brokers(tmp_path: Path) -> tuple[Mosquitto, Mosquitto, Path]:
         f"certfile {tmp_path}/server.crt\nkeyfile {tmp_path}/server.key\nlistener {central_plain} 127.0.0.1\n",
         central_port, tmp_path, "central",
     )
-    conf = (DEPLOY / "venue" / "mosquitto.conf").read_text()
-    for old, new in (
-        (r"^password_file .*$", f"password_file {passwd}"),
-        (r"^acl_file .*$", f"acl_file {DEPLOY / 'mosquitto' / 'acl'}"),
-        (r"^persistence_location .*$", f"persistence_location {tmp_path}/venue/"),
-        (r"^listener 8883$", f"listener {venue_port} 127.0.0.1"),
-        (r"^cafile .*$", f"cafile {tmp_path}/ca.crt"),
-        (r"^certfile .*$", f"certfile {tmp_path}/server.crt"),
-        (r"^keyfile .*$", f"keyfile {tmp_path}/server.key"),
-        (r"^address .*$", f"address 127.0.0.1:{central_port}"),
-        (r"^bridge_cafile .*$", f"bridge_cafile {tmp_path}/ca.crt"),
-        (r"^remote_password .*$", f"remote_password {BRIDGE[1]}"),
-        (r"^restart_timeout .*$", "restart_timeout 1 1"),  # the test does not wait for the production backoff
-    ):
-        conf, n = re.subn(old, new, conf, flags=re.M)
-        assert n == 1, old
+    conf = venue_conf(tmp_path, passwd, f"127.0.0.1:{central_port}", f"{venue_port} 127.0.0.1")
     venue = Mosquitto(conf, venue_port, tmp_path, "venue")
     central.start()
     venue.start()
