@@ -266,6 +266,36 @@ class Hysteresis(_Strict):
     seat_off: int = Field(3, ge=1, le=100, description="Consecutive misses before a seat turns free.")
 
 
+class ReferenceConfig(_Strict):
+    """Empty-seat reference (edge/reference.py, edge/seatref.py; docs/detection.md): captured by
+    `turnout edge reference` or daily at `capture_at`; used for seats with polygons once a reference exists."""
+
+    mode: Literal["detection", "reference", "both"] = Field(
+        "both", description="Seat occupied from: detections only, the reference only, or either (when one exists)."
+    )
+    similarity_min: float = Field(0.45, ge=-1.0, le=1.0, description="Below this structure similarity a seat changed.")
+    edge_gain_min: float = Field(0.0, ge=-5.0, le=5.0, description="... and its log edge-energy ratio is above this.")
+    capture_frames: int = Field(9, ge=1, le=200, description="Frames captured for a reference (per-pixel median).")
+    capture_interval_s: float = Field(1.0, ge=0.0, le=600, description="Seconds between captured frames (live sources).")
+    max_people: int = Field(2, ge=0, le=1_000_000, description="A capture with more people in the sections is refused.")
+    capture_at: str | None = Field(
+        None, description="Daily automatic capture at this device-local time HH:MM (before doors); off when unset."
+    )
+    adapt_rate: float = Field(0.05, ge=0.0, le=1.0, description="Per-frame blend of confidently empty seats (0: off).")
+    adapt_after_s: float = Field(120.0, ge=0.0, description="A seat adapts only after this long with no evidence.")
+    adapt_similarity: float = Field(0.7, ge=-1.0, le=1.0, description="... and only while at least this similar.")
+
+    @field_validator("capture_at")
+    @classmethod
+    def _hhmm(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.strptime(value, "%H:%M")
+            except ValueError:
+                raise ValueError(f"expected a time of day HH:MM (e.g. 17:30), got {value!r}") from None
+        return value
+
+
 def _calibration(value: object) -> CountCalibration | None:
     """A camera's `calibration` block (written by `turnout edge calibrate`), checked against the contract."""
     if value is None or isinstance(value, CountCalibration):
@@ -321,6 +351,7 @@ class CameraConfig(_Strict):
     sections: list[Section] = Field(min_length=1)
     exclude: list[list[Point]] = Field(default_factory=list, description="Areas ignored (stage, aisles, screens).")
     hysteresis: Hysteresis = Hysteresis()
+    reference: ReferenceConfig = ReferenceConfig()
     calibration: Annotated[CountCalibration | None, BeforeValidator(_calibration)] = Field(
         None, description="Counting error vs manual counts, measured by `turnout edge calibrate`; sent in status."
     )
