@@ -43,7 +43,7 @@ from server.live.view import live_json
 from server.notify import Notifier
 from server.recording import Recorder
 from server.settings import Settings
-from turnout.contract import Occupancy
+from turnout.contract import AlertKind, Occupancy
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,25 @@ class LiveHub:
         if fresh or not held:
             store.load_decisions(s, self.state, series=fresh)
             self.alerts.load(s)
+        else:
+            self._adopt_foreign_decisions(s)
         return held
+
+    def _adopt_foreign_decisions(self, s: Session) -> bool:
+        """The holder takes over decisions another process saved since its own last save: an operator
+        override (or a hand-back to automatic) sent to a process without the lease. True if any."""
+        saved = store.saved_decision_keys(s)
+        with self.state.lock:
+            foreign = [
+                eid
+                for eid, event in self.state.events.items()
+                if eid in saved and saved[eid] != store.decision_key(event.decision)
+            ]
+        if foreign:
+            store.adopt_decisions(s, self.state, foreign)
+            self.alerts.load(s)  # the other process published the override's alert: not again from here
+            log.info("decision of %s changed by another process (operator override): adopted", ", ".join(foreign))
+        return bool(foreign)
 
     def _failed(self, event_id: str, exc: Exception) -> None:
         self.failures[event_id] += 1
@@ -285,9 +303,16 @@ class LiveHub:
                 self.settings.retention_days,
             )
             event.last_sample = now
+        overridden = False
         if changed and result.decision is not None:
-            store.save_decision(s, event_id, result.decision, result.figures)
-        specs = list(result.alerts)
+            saved = store.saved_decision_keys(s).get(event_id) if self.lease is not None else None
+            if saved is not None and saved != store.decision_key(snap.decision):
+                store.adopt_decisions(s, self.state, [event_id])  # an override landed during this evaluation
+                self.alerts.load(s)
+                overridden = True
+            else:
+                store.save_decision(s, event_id, result.decision, result.figures)
+        specs = [a for a in result.alerts if not (overridden and a.kind == AlertKind.OVERFLOW_DECISION)]
         if snap.event.venue_id not in venues_done:  # one active event per venue raises the venue's alerts
             venues_done.add(snap.event.venue_id)
             specs += venue_alerts(snap, camera_alerts)

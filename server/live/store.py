@@ -303,6 +303,32 @@ def load_decisions(s: Session, state: LiveState, series: bool = False) -> None:
                 event.last_sample = event.history[-1].ts if event.history else None
 
 
+DecisionKey = tuple[str, bool, str | None]
+
+
+def decision_key(d: DecisionMemory | None) -> DecisionKey | None:
+    """What an operator can change about a decision: (state, frozen, override_by)."""
+    return (d.state.value, d.frozen, d.override_by) if d is not None else None
+
+
+def saved_decision_keys(s: Session) -> dict[str, DecisionKey]:
+    """`decision_key` of every saved decision, read from the database now."""
+    rows = s.execute(select(Decision.event_id, Decision.state, Decision.frozen, Decision.override_by))
+    return {eid: (state, bool(frozen), by) for eid, state, frozen, by in rows}
+
+
+def adopt_decisions(s: Session, state: LiveState, event_ids: list[str]) -> None:
+    """Replace the in-memory decision of these events by the saved one (written by another process)."""
+    query = select(Decision).where(Decision.event_id.in_(event_ids)).execution_options(populate_existing=True)
+    saved = {d.event_id: d for d in s.scalars(query)}
+    with state.lock:
+        for eid in event_ids:
+            event, d = state.events.get(eid), saved.get(eid)
+            if event is not None and d is not None:
+                event.decision = _memory(d)
+                event.decision_figures = dict(d.figures or {})
+
+
 def _memory(d: Decision) -> DecisionMemory:
     return DecisionMemory(
         DecisionState(d.state),
