@@ -240,6 +240,7 @@
     renderGauge(d, after);
     renderChart(d, after);
     renderSections(d);
+    if (window.TurnoutSeatChart) TurnoutSeatChart.onSnapshot(d); // the seat-level chart, when the venue has one
     renderCameras(d);
     renderAlerts(d);
   }
