@@ -99,6 +99,17 @@ class Layout:
     def exclude_px(self) -> list[list[tuple[float, float]]]:
         return [list(p.exterior.coords) for p in self._exclude]
 
+    def seat_polygons_px(self) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        """Seats drawn as polygons, in frame pixels, keyed by (section id, seat id) (point seats left out)."""
+        out: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for sec, geometry in zip(self.sections, self._seats, strict=True):
+            if geometry is None:
+                continue
+            for sid, poly in zip(geometry.ids, geometry.polygons, strict=True):
+                if poly is not None:
+                    out[(sec.id, sid)] = list(poly.exterior.coords)[:-1]
+        return out
+
     def seat_points_px(self) -> dict[str, np.ndarray]:
         return {s.id: g.points for s, g in zip(self.sections, self._seats, strict=True) if g is not None}
 
