@@ -1,4 +1,4 @@
-"""`turnout edge run | check | snapshot | calibrate`.
+"""`turnout edge run | check | snapshot | calibrate | reference`.
 
 User errors (bad config, missing model, unreadable video, unknown broker host) print one clear message
 and exit with code 2. Heavy imports (OpenCV, onnxruntime) happen inside the commands.
@@ -325,6 +325,55 @@ def calibrate(
         typer.echo(f"updated cameras[{camera}].calibration in {config}")
     elif cam.calibration is not None:
         typer.echo(f"removed the stale cameras[{camera}].calibration from {config} (detection setting changed)")
+
+
+@app.command()
+def reference(
+    config: Path = ConfigOpt,
+    camera: str = typer.Option(..., "--camera", help="Camera id."),
+    out: Path = typer.Option(None, "--out", help="Also write the reference image here (to look at it)."),
+    model: str = ModelOpt,
+) -> None:
+    """Capture the empty venue as this camera's empty-seat reference (median of `reference.capture_frames`
+    frames), stored in the device state folder; refused (exit 2) when people are in it, the previous one kept."""
+    import cv2
+
+    from edge.config import ConfigError
+    from edge.seatref import ReferenceRefused, capture, load_reference, save_reference
+    from edge.sources import SourceError
+    from edge.zones import Layout
+
+    cfg = _load(config)
+    try:
+        cam = cfg.camera(camera)
+        sample = _frames_for(cam, cam.reference.capture_frames)
+    except (ConfigError, SourceError) as exc:
+        fail(str(exc))
+    detector = _detector(cfg, model)
+    previous = load_reference(cfg.state_dir, cam.id)
+    try:
+        ref = capture(sample, lambda image: detector.detect(image, cam.detect), cam, previous)
+        path = save_reference(cfg.state_dir, cam.id, ref)
+    except ReferenceRefused as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot store the reference in {cfg.state_dir}: {exc}")
+    if out is not None and not cv2.imwrite(str(out), ref.image):
+        fail(f"cannot write image {out} (check the folder exists and the extension is .jpg or .png)")
+    h, w = ref.image.shape[:2]
+    polygons = len(Layout(cam, w, h).seat_polygons_px())
+    typer.echo(
+        f"reference for camera {cam.id}: {w}x{h}, median of {ref.frames} frame(s), {ref.people} people in the "
+        f"sections; stored in {path}"
+    )
+    if polygons:
+        typer.echo(f"{polygons} seat polygon(s) will be scored against it (reference.mode: {cam.reference.mode})")
+    else:
+        typer.secho(
+            "warning: this camera has no seat polygons (seat_map with `polygon`): the reference is stored but unused",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 def _changed(old: dict, new: dict) -> dict | None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from edge.detections import Detections
 from edge.detector import Detector
 from edge.gating import TileGate
 from edge.publisher import Publisher
+from edge.seatref import AutoCapture, SeatFusion
 from edge.sources import STABLE_S, Frame, FrameSource
 from edge.zones import Layout, SectionSmoother, SectionTally
 from turnout.contract import CameraState, Occupancy, Processing, SectionCount
@@ -98,6 +100,8 @@ class CameraWorker:
         self._layout: Layout | None = None
         self._smoother = self._new_smoother(camera)
         self._gate = self._new_gate(camera)
+        self._fusion: SeatFusion | None = None  # empty-seat reference, loaded with the layout (edge/seatref.py)
+        self._auto_reference = AutoCapture(Path(cfg.state_dir), camera)
         self._latest: tuple[np.ndarray, Detections] | None = None
         self._latest_size: tuple[int, int] | None = None
         self._last_sent: dict[str, tuple[int, int]] | None = None
@@ -163,6 +167,7 @@ class CameraWorker:
             self._layout = None
             self._smoother = self._new_smoother(camera)
             self._gate = self._new_gate(camera)
+            self._auto_reference.camera = camera  # the reference itself is reloaded with the layout
         log.info("camera %s: new layout applied (%d sections)", camera.id, len(camera.sections))
 
     @staticmethod
@@ -275,7 +280,8 @@ class CameraWorker:
             camera = self.camera
             if self._layout is None or self._layout.frame_size != size:
                 self._layout = Layout(camera, *size)
-            layout, smoother, gate = self._layout, self._smoother, self._gate
+                self._fusion = SeatFusion.for_camera(Path(self.cfg.state_dir), camera, self._layout)
+            layout, smoother, gate, fusion = self._layout, self._smoother, self._gate, self._fusion
         dets = self.detector.detect(
             frame.image, camera.detect, roi=layout.region(w, h), gate=gate, now=frame.ts.timestamp()
         )
@@ -287,7 +293,13 @@ class CameraWorker:
         self.stats.tiles_run += tiles
         self.stats.tiles_skipped += int(timing.get("tiles_skipped", 0))
         self.stats.tiles_reused += int(timing.get("tiles_reused", 0))
-        smoothed = smoother.update(layout.count(dets), layout)
+        tallies = layout.count(dets)
+        if fusion is not None:
+            tallies = fusion.apply(frame.image, tallies, frame.ts.timestamp())
+        smoothed = smoother.update(tallies, layout)
+        if self._auto_reference.observe(frame.image, dets, size, frame.ts.timestamp(), datetime.now()):
+            with self._lock:
+                self._layout = None  # a new reference was stored: reload it with the layout
         now = time.monotonic()
         with self._lock:
             self._latest, self._latest_size = (frame.image, dets), size
