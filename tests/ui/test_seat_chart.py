@@ -101,13 +101,18 @@ PIXEL = """([i, dpr]) => {
 }"""
 
 
-def test_seating_map_is_drawn_from_the_chart_seat_by_seat(browser: Any, live_server: LiveServer, tmp_path: Any) -> None:
+def import_chart(server: LiveServer) -> list[tuple[str, str, str]]:
     chart, seats = arena_chart()
-    base = live_server.url
-    admin = {"Authorization": f"Bearer {api_token(live_server, 'chief')}"}
-    r = httpx.put(f"{base}/api/v1/venues/{live_server.venue}/chart", content=chart,
+    admin = {"Authorization": f"Bearer {api_token(server, 'chief')}"}
+    r = httpx.put(f"{server.url}/api/v1/venues/{server.venue}/chart", content=chart,
                   headers={**admin, "Content-Type": "application/json"}, timeout=20)
     assert r.status_code == 200 and r.json()["seats"] == 120, r.text
+    return seats
+
+
+def test_seating_map_is_drawn_from_the_chart_seat_by_seat(browser: Any, live_server: LiveServer, tmp_path: Any) -> None:
+    seats = import_chart(live_server)
+    base = live_server.url
     edge = EdgeCommands(live_server, tmp_path)
     edge.publisher.start()
     edge.handler.attach()
@@ -165,6 +170,59 @@ def test_seating_map_is_drawn_from_the_chart_seat_by_seat(browser: Any, live_ser
             finally:
                 ctx.close()
             assert not errors, f"JavaScript errors on the page: {errors}"
+    finally:
+        live_server.publish(contract.layout_topic(live_server.venue, EDGE_CAMERA), b"", retain=True)
+        edge.publisher.stop(flush_s=1)
+
+
+CLICKS = [("north", "E", "1", -4.5, -14.0), ("north", "E", "10", 4.5, -14.0),
+          ("south", "C", "10", 4.5, 12.0), ("south", "C", "1", -4.5, 12.0)]
+
+
+def test_calibration_view_picks_4_point_pairs_and_the_edge_gets_the_seats(
+    page: Any, live_server: LiveServer, tmp_path: Any
+) -> None:
+    from server.seatmap.project import PointPairs, apply, fit_homography
+
+    import_chart(live_server)
+    truth = fit_homography(PointPairs.of([(p["plan"], p["image"]) for p in PAIRS]), 480, 360)
+    edge = EdgeCommands(live_server, tmp_path)
+    edge.publisher.start()
+    edge.handler.attach()
+    try:
+        assert edge.publisher._connected.wait(10)
+        login(page, live_server, path="/calibration")
+        page.wait_for_selector(f"#camera-select option[value='{live_server.venue}/{EDGE_CAMERA}']", state="attached")
+        page.select_option("#camera-select", f"{live_server.venue}/{EDGE_CAMERA}")
+        page.click("#snapshot-btn")
+        page.wait_for_selector("#pairs-panel:not([hidden])", timeout=15_000)
+        wait_js(page, "() => window.TurnoutPairs && TurnoutPairs.view()", what="plan drawn")
+        for sid, row, seat, x, y in CLICKS:
+            page.locator("#plan").scroll_into_view_if_needed()
+            view = page.evaluate("TurnoutPairs.view()")
+            plan = page.locator("#plan").bounding_box()
+            page.mouse.click(plan["x"] + view["ox"] + x * view["scale"], plan["y"] + view["oy"] + y * view["scale"])
+            assert page.evaluate("TurnoutPairs.pending().label") == f"{sid} {row}-{seat}"
+            u, v = apply(truth, np.array([x, y]))
+            page.locator("#snapshot").scroll_into_view_if_needed()
+            img = page.locator("#snapshot").bounding_box()
+            page.mouse.click(img["x"] + u * img["width"] / 480, img["y"] + v * img["height"] / 360)
+        picked = page.evaluate("TurnoutPairs.pairs()")
+        assert [p["label"] for p in picked] == [f"{a} {b}-{c}" for a, b, c, _, _ in CLICKS]
+        assert page.is_enabled("#pairs-send")
+        page.click("#pairs-send")
+        page.wait_for_selector("#pairs-status:has-text('Applied by the edge: 80 seats seen, unseen: 40 outside')",
+                               timeout=15_000)
+        assert edge.applied.is_set() and [len(s.seat_map) for s in edge.camera.sections] == [50, 30]
+        north = edge.camera.sections[0]
+        a1 = next(s for s in north.seat_map if s.id == "A-1")
+        centre = np.mean(np.array(a1.polygon), axis=0)
+        assert np.hypot(*(centre - apply(truth, np.array([-4.5, -10.0])))) < 3.0  # clicks in screen pixels: ~1 px off
+        page.wait_for_selector("#snap-status:has-text('received')", timeout=15_000)
+        assert axe_problems(page, include=["#pairs-panel"]) == []
+        assert page.evaluate(NO_HSCROLL)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "calibration-pairs-1440.png"), full_page=True)
     finally:
         live_server.publish(contract.layout_topic(live_server.venue, EDGE_CAMERA), b"", retain=True)
         edge.publisher.stop(flush_s=1)
