@@ -24,7 +24,7 @@ import numpy as np
 
 from edge.config import Anchor, DetectConfig, load_config
 from edge.detector import Detector
-from edge.reference import EmptyReference, raw_difference
+from edge.reference import EmptyReference, ReferenceParams, raw_difference
 from edge.seateval import (
     accuracy,
     evaluate_clip,
@@ -52,6 +52,52 @@ def raw_best(lot, day: str, images: dict) -> float:
     return max(float(((x > t) == y).mean()) for t in np.unique(x))
 
 
+def candidates(lot, images: dict) -> None:
+    """Per-space features that were candidates for the representation, each at its best threshold, after the
+    same registration (reference HEADLINE_DAY, frames of other days)."""
+    ref_bgr = lot.reference_image(HEADLINE_DAY)
+    model = EmptyReference(ref_bgr, lot.seats)
+    masks = []
+    for poly in lot.seats.values():
+        m = np.zeros(ref_bgr.shape[:2], np.uint8)
+        cv2.fillPoly(m, [np.round(np.asarray(poly)).astype(np.int32)], 1)
+        masks.append(m.astype(bool))
+    ref_grey = cv2.cvtColor(ref_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ref_chroma = ref_bgr.astype(np.float32) + 1
+    ref_chroma /= ref_chroma.sum(2, keepdims=True)
+    feats: dict[str, list[float]] = {"grey absolute difference": [], "grey normalised cross-correlation": [],
+                                     "chromaticity absolute difference": [], "log-gradient similarity (chosen)": []}
+    truth, shifts = [], []
+    for f in lot.frames:
+        if f.day == HEADLINE_DAY:
+            continue
+        image = images[f.path]
+        scores = model.score(image)
+        dx, dy = scores.shift
+        shifts.append(float(np.hypot(dx, dy)))
+        moved = cv2.warpAffine(image, np.float32([[1, 0, -dx], [0, 1, -dy]]), model.size,
+                               borderMode=cv2.BORDER_REPLICATE)
+        grey = cv2.cvtColor(moved, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        chroma = moved.astype(np.float32) + 1
+        chroma /= chroma.sum(2, keepdims=True)
+        for i, m in enumerate(masks):
+            a, b = grey[m], ref_grey[m]
+            az, bz = a - a.mean(), b - b.mean()
+            feats["grey absolute difference"].append(float(np.abs(a - b).mean()))
+            feats["grey normalised cross-correlation"].append(-float((az * bz).sum() / np.sqrt((az**2).sum() * (bz**2).sum())))
+            feats["chromaticity absolute difference"].append(float(np.abs(chroma[m] - ref_chroma[m]).mean()))
+            feats["log-gradient similarity (chosen)"].append(-float(scores.similarity[i]))
+        truth.append(f.occupied)
+    y = np.concatenate(truth)
+    print(f"\ncandidate representations, reference {HEADLINE_DAY}, registered frames (registration shift up to "
+          f"{max(shifts):.1f} px), each at its best threshold")
+    print("| per-space feature | accuracy |")
+    print("|---|---|")
+    for name, values in feats.items():
+        x = np.asarray(values)
+        print(f"| {name} | {max(float(((x > t) == y).mean()) for t in np.unique(x)):.1%} |")
+
+
 def pklot(root: Path) -> None:
     lot = load_pklot(root)
     images = {f.path: read_image(f.path) for f in lot.frames}
@@ -72,6 +118,18 @@ def pklot(root: Path) -> None:
               f"{raw_best(lot, day, images):.1%} | {adapted:.1%} |")
     print(f"reference method over {len(clean)} clean reference days: mean {np.mean(clean):.2%}, "
           f"worst {min(clean):.2%}")
+    days = [d for d in lot.background_days() if d not in TORN]
+    print(f"\nablation over the {len(days)} clean reference days (per-space accuracy, mean / worst day)")
+    print("| variant | mean | worst |")
+    print("|---|---|---|")
+    for label, params in (
+        ("the method (registration, similarity < 0.45 and edge gain > 0)", ReferenceParams()),
+        ("without registration (ECC off)", ReferenceParams(align=False)),
+        ("similarity rule only (no edge-gain condition)", ReferenceParams(edge_gain_min=-99.0)),
+    ):
+        accs = [accuracy(score_pklot(lot, d, params)) for d in days]
+        print(f"| {label} | {np.mean(accs):.2%} | {min(accs):.2%} |")
+    candidates(lot, images)
     print(f"\nper-frame counts, reference {HEADLINE_DAY}:")
     print("| frame | occupied (truth) | occupied (reference) | error |")
     print("|---|---|---|---|")
