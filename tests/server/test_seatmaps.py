@@ -188,6 +188,44 @@ def test_chart_api_needs_admin_and_refuses_bad_charts(sqlite_target: DbTarget, c
         seats = client.get(url + "/seats", headers=auth(operator)).json()
         assert seats["sections"] == ["hall"] and len(seats["x"]) == 41 and seats["row"][0] == "E"
         assert client.get("/api/v1/venues/nowhere/chart", headers=auth(operator)).status_code == 404
+        # a dry run projects without an edge; a real one needs MQTT (off here): 503 and nothing stored
+        setup_venue(app.state.db, VenueIn(id="arena", name="Arena", cameras=[{"id": "cam1"}],
+                                          sections=[SectionIn(id="hall", seats=41, cameras=["cam1"])]), None)
+        app.state.hub.reload()
+        pairs = [{"plan": [0, 4], "image": [431, 634]}, {"plan": [4.2, 4], "image": [938, 664]},
+                 {"plan": [4.2, 1], "image": [977, 176]}, {"plan": [0, 1], "image": [557, 233]}]
+        url = "/api/v1/calibration/arena/cam1/seatmap"
+        r = client.put(url, json={"frame": [W, H], "pairs": pairs, "dry_run": True}, headers=auth(operator))
+        assert r.status_code == 200 and r.json()["seen"] == 41 and r.json()["request_id"] is None
+        assert sum(len(s["seat_map"]) for s in r.json()["layout"]["sections"]) == 41
+        assert client.put(url, json={"frame": [W, H], "pairs": pairs}, headers=auth(operator)).status_code == 503
+        assert client.get(url, headers=auth(operator)).status_code == 404
+
+
+def test_piecewise_sections_and_hidden_areas() -> None:
+    """A section with its own pairs uses its own homography; seats under a hide area are unseen, not guessed."""
+    lines = ["section,row,seat,x,y"]
+    lines += [f"low,R{r},{k},{k * 1.0},{r * 1.0}" for r in range(4) for k in range(1, 11)]
+    lines += [f"high,R{r},{k},{k * 1.0},{20 + r * 1.0}" for r in range(4) for k in range(1, 11)]
+    chart = parse_chart(("\n".join(lines) + "\n").encode())
+    h_low = np.array([[40.0, 0.0, 100.0], [0.0, 40.0, 100.0], [0.0, 0.0, 1.0]])
+    h_high = np.array([[30.0, 5.0, 200.0], [-2.0, 25.0, -100.0], [0.0, 0.001, 1.0]])  # another plane
+    low_pts = np.array([[1.0, 0.0], [10.0, 0.0], [10.0, 3.0], [1.0, 3.0]])
+    high_pts = low_pts + np.array([0.0, 20.0])
+    homographies = {
+        None: fit_homography(PointPairs(low_pts, apply(h_low, low_pts)), W, H),
+        "high": fit_homography(PointPairs(high_pts, apply(h_high, high_pts)), W, H, what="sections.high"),
+    }
+    hide = [[(100.0, 80.0), (270.0, 80.0), (270.0, 120.0), (100.0, 120.0)]]  # row R0 seats 1-4 of "low"
+    proj = project_seats(chart, homographies, W, H, min_seat_px=12, hide=hide)
+    xy = chart.xy()
+    for i in proj.seen:
+        truth = h_high if chart.seats[i].section == "high" else h_low
+        assert np.hypot(*(np.mean(proj.polygons[i], axis=0) - apply(truth, xy[i]))) < 1.0
+    hidden = {chart.seats[i].label for i in set(range(len(xy))) - set(proj.seen)}
+    assert hidden == {f"low/R0/{k}" for k in range(1, 5)} and proj.unseen == {"hidden": 4}
+    only_high = project_seats(chart, {"high": homographies["high"]}, W, H, min_seat_px=12)
+    assert only_high.unseen == {"unmapped": 40} and len(only_high.seen) == 40
 
 
 # --------------------------------------------------------------------------------------- projection
