@@ -48,6 +48,9 @@ class ChartOut(BaseModel):
     seats: int
     sections: dict[str, int] = Field(description="Seats per section.")
     polygons: list[str] = Field(description="Sections with an outline on the plan.")
+    unknown_sections: list[str] = Field(
+        description="Chart sections that are not sections of the venue: drawn, but no camera's counts reach them."
+    )
     source_name: str
     source_sha256: str
     imported_at: str | None

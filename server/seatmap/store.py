@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from server.db.models import CameraSeatMap, ChartSeatRow, SeatChart, Venue, utcnow
+from server.db.models import CameraSeatMap, ChartSeatRow, SeatChart, Section, Venue, utcnow
 from server.seatmap.chart import Chart, ChartError, ChartSeat, parse_chart
 from server.seatmap.project import PointPairs, Projection
 
@@ -95,11 +95,13 @@ def chart_summary(session: Session, venue_id: str) -> dict[str, Any] | None:
     per: dict[str, int] = {}
     for sid in rows:
         per[sid] = per.get(sid, 0) + 1
+    known = set(session.execute(select(Section.id).where(Section.venue_id == venue_id)).scalars())
     return {
         "venue": venue_id,
         "seats": head.seats,
         "sections": dict(sorted(per.items())),
         "polygons": sorted(head.polygons or {}),
+        "unknown_sections": sorted(set(per) - known),
         "source_name": head.source_name,
         "source_sha256": head.source_sha256,
         "imported_at": _iso(head.imported_at),

@@ -181,6 +181,7 @@ def test_chart_api_needs_admin_and_refuses_bad_charts(sqlite_target: DbTarget, c
         assert client.put(url, content=cinema_chart_csv(), headers={**csv_, **auth(operator)}).status_code == 403
         r = client.put(url + "?name=cinema.csv", content=cinema_chart_csv(), headers={**csv_, **auth(admin)})
         assert r.status_code == 200 and r.json()["seats"] == 41 and r.json()["source_name"] == "cinema.csv"
+        assert r.json()["unknown_sections"] == ["hall"]  # the venue has no section "hall" yet
         bad = cinema_chart_csv() + b"hall,A,1,3,3\n"
         r = client.put(url, content=bad, headers={**csv_, **auth(admin)})
         assert r.status_code == 422 and "hall/A/1 appears twice" in r.json()["detail"][0]["msg"]
@@ -192,6 +193,7 @@ def test_chart_api_needs_admin_and_refuses_bad_charts(sqlite_target: DbTarget, c
         setup_venue(app.state.db, VenueIn(id="arena", name="Arena", cameras=[{"id": "cam1"}],
                                           sections=[SectionIn(id="hall", seats=41, cameras=["cam1"])]), None)
         app.state.hub.reload()
+        assert client.get(url, headers=auth(operator)).json()["unknown_sections"] == []
         pairs = [{"plan": [0, 4], "image": [431, 634]}, {"plan": [4.2, 4], "image": [938, 664]},
                  {"plan": [4.2, 1], "image": [977, 176]}, {"plan": [0, 1], "image": [557, 233]}]
         url = "/api/v1/calibration/arena/cam1/seatmap"
