@@ -4,7 +4,8 @@ Seated audiences hardly move between analyses, so most tiles of a seated camera 
 frame. `TileGate` keeps, per tile, a small grey thumbnail (64x64, area-averaged: sensor noise and compression
 artefacts average out) of the pixels the model last saw and the boxes it found there. A tile runs again when
 more than ``threshold`` of its thumbnail pixels differ by more than ``pixel_delta`` grey levels from that
-reference (a person sitting down, standing up, arriving) or when its last inference is ``refresh_s`` old
+reference (a person sitting down, standing up, arriving), or more than ``BOX_FACTOR`` x ``threshold`` of the
+pixels inside one of the boxes found there last time (that person moved or left), or when its last inference is ``refresh_s`` old
 (slow changes: light, a person who sat down too slowly to cross the threshold in any one step). Comparing with
 the pixels of the last *inference*, not of the previous frame, means slow drifts add up and are caught.
 
@@ -24,6 +25,8 @@ from edge.config import GateConfig
 THUMB = 64
 """Thumbnail side (pixels) the change test is made on."""
 
+BOX_FACTOR = 10.0
+"""A box found at the last inference counts as changed when this many times ``threshold`` of it changed."""
 Key = tuple[int, int, int, int]
 """A tile's source rectangle (x0, y0, x1, y1); the full-frame pass is (0, 0, w, h)."""
 
@@ -66,11 +69,27 @@ class TileGate:
         self._tiles.clear()
 
     def changed(self, key: Key, thumb: np.ndarray) -> float:
-        """Share of the tile's thumbnail pixels changed since its last inference (1.0 for an unseen tile)."""
+        """How much the tile changed since its last inference, as a share of its pixels (1.0: unseen tile).
+
+        The larger of the share over the whole tile and, per box found there last time, the share within
+        the box divided by ``BOX_FACTOR`` (a person who leaves or stands up changes their own box a lot
+        but may be a small part of the tile).
+        """
         entry = self._tiles.get(key)
         if entry is None:
             return 1.0
-        return float(np.count_nonzero(np.abs(thumb - entry.thumb) > self.cfg.pixel_delta)) / thumb.size
+        diff = np.abs(thumb - entry.thumb) > self.cfg.pixel_delta
+        share = float(np.count_nonzero(diff)) / diff.size
+        if len(entry.result.xyxy):
+            x0, y0, x1, y1 = key
+            sx, sy = THUMB / max(1, x1 - x0), THUMB / max(1, y1 - y0)
+            for bx0, by0, bx1, by1 in entry.result.xyxy:
+                c0, c1 = int((bx0 - x0) * sx), int(np.ceil((bx1 - x0) * sx))
+                r0, r1 = int((by0 - y0) * sy), int(np.ceil((by1 - y0) * sy))
+                inside = diff[max(0, r0) : max(0, r1), max(0, c0) : max(0, c1)]
+                if inside.size:
+                    share = max(share, float(inside.mean()) / BOX_FACTOR)
+        return share
 
     def reuse(self, key: Key, thumb: np.ndarray, now: float, conf: float, frame: tuple[int, int]) -> TileResult | None:
         """The tile's last detections when it may skip inference at time ``now`` (seconds), else None."""
@@ -87,6 +106,11 @@ class TileGate:
             return None
         self.reused += 1
         return entry.result
+
+    def ran_at(self, key: Key) -> float | None:
+        """When the tile last ran (seconds), None when it never did."""
+        entry = self._tiles.get(key)
+        return None if entry is None else entry.at
 
     def store(self, key: Key, thumb: np.ndarray, result: TileResult, now: float, conf: float) -> None:
         """Remember what inference found in a tile at ``now`` and the pixels it saw."""
