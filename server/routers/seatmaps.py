@@ -273,6 +273,11 @@ async def put_seatmap(
     when the edge accepted the layout (a refused one leaves the previous layout in force).
     """
     _check_camera(venue, camera)
+    hub = request.app.state.hub
+    with hub._lock:
+        v = hub.venues.get(venue)
+        if v is None or camera not in v.cameras:
+            raise not_found(f"camera {camera} is not a camera of venue {venue!r} (list it in the venue first)")
     chart = await run_in_threadpool(cached_chart, request, session, venue)
     w, h = body.frame
     min_px = body.min_seat_px or request.app.state.settings.seat_min_px

@@ -201,6 +201,9 @@ def test_chart_api_needs_admin_and_refuses_bad_charts(sqlite_target: DbTarget, c
         assert r.status_code == 200 and r.json()["seen"] == 41 and r.json()["request_id"] is None
         assert sum(len(s["seat_map"]) for s in r.json()["layout"]["sections"]) == 41
         assert client.put(url, json={"frame": [W, H], "pairs": pairs}, headers=auth(operator)).status_code == 503
+        other = url.replace("cam1", "cam9")
+        r = client.put(other, json={"frame": [W, H], "pairs": pairs, "dry_run": True}, headers=auth(operator))
+        assert r.status_code == 404 and "cam9 is not a camera of venue 'arena'" in r.json()["detail"]
         assert client.get(url, headers=auth(operator)).status_code == 404
 
 
