@@ -102,7 +102,7 @@ def test_person_entering_a_gated_tile_is_counted_at_once(
         a.t for prev, a in itertools.pairwise(gated)
         if any(at == a.t and prev.ran[k] is not None and prev.ran[k] < prev.t for k, at in a.ran.items())
     }
-    assert {50.0, 53.5} <= woke  # both walkers stepped into a gated tile
+    assert {50.0, 53.5} <= woke  # both walkers stepped into a gated tile and woke it
     for section, te, new in events:
         i = next(i for i, a in enumerate(gated) if a.t == te)
         assert gated[i].counts[section] == new  # counted at once, far within refresh_s (30 s)
