@@ -4,6 +4,7 @@ changing between days) and the Intel classroom clip labelled in tests/data/seats
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import cv2
@@ -180,3 +181,38 @@ def test_capture_time_must_be_a_time_of_day() -> None:
                                       "sections": [{"id": "s", "seats": 1, "polygon": [[0, 0], [1, 0], [1, 1]]}]}]}
     with pytest.raises(ConfigError, match=r"cameras\.0\.reference\.capture_at: expected a time of day HH:MM"):
         parse_config(bad)
+
+
+def test_pipeline_counts_seats_from_the_stored_reference(
+    lot: PKLot, images: dict[Path, np.ndarray], model_path: Path, tmp_path: Path
+) -> None:
+    """The camera worker loads the stored reference with its layout: parked cars (no person to detect) fill the
+    seats, also on frames scaled down in the decoder; without a reference the same frames count nothing."""
+    from datetime import UTC, datetime
+
+    from edge.pipeline import CameraWorker
+    from edge.seatref import StoredReference, save_reference
+    from edge.sources import Frame
+
+    frame = next(f for f in lot.frames if f.path.stem == "2013-03-19_07_25_01")  # 24 of 40 taken
+    image = images[frame.path]
+    camera = pklot_camera(lot).model_dump(mode="json", exclude_defaults=True)
+    camera["hysteresis"] = {"window": 1, "seat_on": 2, "seat_off": 2}
+    detector = Detector(model_path, threads=2)
+
+    def occupied_after(state: Path, scaled: bool) -> int:
+        cfg = parse_config({"venue": "lot", "state_dir": str(state), "cameras": [camera]})
+        worker = CameraWorker(cfg, cfg.cameras[0], detector, threading.Event())
+        try:
+            for i in range(3):
+                img = cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA) if scaled else image
+                worker._analyse(Frame(img, datetime.now(UTC), i, 0.0, (1280, 720) if scaled else None))
+        finally:
+            worker.close()
+        return worker.stats.sections["lot"].occupied
+
+    assert occupied_after(tmp_path / "none", scaled=False) <= 2
+    state = tmp_path / "state"
+    save_reference(state, "lot", StoredReference(lot.reference_image(REFERENCE_DAY), datetime.now(UTC), 2, 0))
+    assert abs(occupied_after(state, scaled=False) - 24) <= 2
+    assert abs(occupied_after(state, scaled=True) - 24) <= 2
