@@ -216,3 +216,44 @@ def test_pipeline_counts_seats_from_the_stored_reference(
     save_reference(state, "lot", StoredReference(lot.reference_image(REFERENCE_DAY), datetime.now(UTC), 2, 0))
     assert abs(occupied_after(state, scaled=False) - 24) <= 2
     assert abs(occupied_after(state, scaled=True) - 24) <= 2
+
+
+def test_daily_capture_at_the_configured_time(
+    lot: PKLot, shared: Path, model_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`reference.capture_at`: nothing before the time; frames of the empty lot after it make the day's reference
+    (once a day); the seated Intel classroom at that time is refused and the stored reference stays."""
+    from datetime import datetime
+
+    from edge.seatref import AutoCapture
+
+    state = tmp_path / "state"
+    camera = pklot_camera(lot, capture_at="06:00", capture_frames=2, capture_interval_s=0)
+    auto = AutoCapture(state, camera)
+    empty = [read_image(p) for p in lot.backgrounds("2013-03-10")]
+    none = Detections.empty()
+    day = datetime(2026, 11, 30, 5, 59)
+    assert not auto.observe(empty[0], none, (1280, 720), 0.0, day)
+    assert load_reference(state, "lot") is None
+    at = day.replace(hour=6, minute=10)
+    assert not auto.observe(empty[0], none, (1280, 720), 1.0, at)
+    assert auto.observe(empty[1], none, (1280, 720), 2.0, at)
+    stored = reference_paths(state, "lot")[0].read_bytes()
+    assert not auto.observe(empty[0], none, (1280, 720), 3.0, at.replace(minute=30))  # done for today
+
+    labels = load_seat_labels(LABELS / "intel_classroom.json")
+    frames = read_frames(shared / "data" / labels.video, [0, 4])
+    room = CameraConfig(
+        id="lot",
+        source="room.mp4",
+        anchor=Anchor.CENTER,
+        sections=[Section(id="room", seats=14, polygon=[(0, 0), (480, 0), (480, 270), (0, 270)])],
+        reference=ReferenceConfig(capture_at="06:00", capture_frames=2, capture_interval_s=0),
+    )
+    detector = Detector(model_path, threads=2)
+    auto = AutoCapture(state, room)
+    nextday = at.replace(day=1, month=12)
+    for i, img in enumerate(frames.values()):
+        assert not auto.observe(img, detector.detect(img, room.detect), (480, 270), 10.0 + i, nextday)
+    assert "reference refused: 4 people detected" in caplog.text
+    assert reference_paths(state, "lot")[0].read_bytes() == stored
