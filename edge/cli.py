@@ -16,6 +16,7 @@ import typer
 if TYPE_CHECKING:
     from edge.config import CameraConfig, EdgeConfig
     from edge.detector import Detector
+    from edge.zones import Layout
 
 app = typer.Typer(no_args_is_help=True)
 log = logging.getLogger("turnout.edge")
@@ -174,6 +175,7 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
             if cal
             else "         calibration: none (the server assumes +-25 %; run `turnout edge calibrate`)"
         )
+        typer.echo(f"         reference: {_reference_line(cfg, cam, layout)}")
     from edge.config import ConfigError
     from edge.publisher import BrokerUnreachable, check_reachable
 
@@ -186,6 +188,19 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
     if problems:
         fail(f"{problems} problem(s) found")
     typer.secho("ok", fg=typer.colors.GREEN)
+
+
+def _reference_line(cfg: EdgeConfig, cam: CameraConfig, layout: Layout) -> str:
+    """The camera's empty-seat reference, for `edge check`."""
+    from edge.seatref import load_reference
+
+    polygons = len(layout.seat_polygons_px())
+    ref = load_reference(cfg.state_dir, cam.id)
+    auto = f"; daily capture at {cam.reference.capture_at}" if cam.reference.capture_at else ""
+    if ref is None:
+        return f"none (detection only; `turnout edge reference` captures the empty venue){auto}"
+    used = f"{polygons} seat polygon(s), mode {cam.reference.mode}" if polygons else "unused: no seat polygons"
+    return f"captured {ref.captured_at:%Y-%m-%d %H:%M} UTC from {ref.frames} frame(s); {used}{auto}"
 
 
 def _decode_line(cam: CameraConfig) -> str:

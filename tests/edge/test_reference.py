@@ -158,6 +158,10 @@ def test_capture_stores_the_empty_lot_and_refuses_people(lot: PKLot, shared: Pat
     cfg = parse_config(config)
     fusion = SeatFusion.for_camera(state, cfg.cameras[0], Layout(cfg.cameras[0], 1280, 720))
     assert fusion is not None
+    from edge.cli import _reference_line  # what `turnout edge check` prints for the camera
+
+    line = _reference_line(cfg, cfg.cameras[0], Layout(cfg.cameras[0], 1280, 720))
+    assert line.startswith("captured ") and "from 3 frame(s); 40 seat polygon(s), mode both" in line
     full = next(f for f in lot.frames if f.path.stem == "2013-04-12_14_50_09")  # all 40 taken
     assert fusion.apply(read_image(full.path), Layout(cfg.cameras[0], 1280, 720).count(Detections.empty()), 0.0)[
         "lot"
