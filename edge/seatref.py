@@ -258,7 +258,10 @@ class SeatFusion:
 
 class AutoCapture:
     """Daily capture at ``reference.capture_at`` (device-local time): collects the analysed frames of the
-    next ``capture_frames`` x ``capture_interval_s`` seconds, then stores the reference (or logs the refusal)."""
+    next ``capture_frames`` x ``capture_interval_s`` seconds, then stores the reference (or logs the refusal).
+    Also watches the stored reference, so one captured by the command while the edge runs is loaded."""
+
+    CHECK_S = 5.0
 
     def __init__(self, state_dir: Path, camera: CameraConfig) -> None:
         self.state_dir = Path(state_dir)
@@ -267,6 +270,8 @@ class AutoCapture:
         self._dets: list[Detections] = []
         self._last_at = 0.0
         self._done_for: str | None = None
+        self._stamp = self._file_stamp()
+        self._checked = 0.0
 
     def due(self, local_now: datetime) -> bool:
         at = self.camera.reference.capture_at
@@ -277,9 +282,28 @@ class AutoCapture:
         day = local_now.date().isoformat()
         return self._done_for != day and start <= local_now < start + timedelta(hours=1)
 
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = reference_paths(self.state_dir, self.camera.id)[1].stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def stored_changed(self, now: float) -> bool:
+        """True (once) when the stored reference changed on disk, e.g. by `turnout edge reference` while the edge
+        runs; looked at every `CHECK_S` seconds."""
+        if now - self._checked < self.CHECK_S:
+            return False
+        self._checked = now
+        stamp = self._file_stamp()
+        changed, self._stamp = stamp != self._stamp, stamp
+        return changed
+
     def observe(self, image: np.ndarray, dets: Detections, size: tuple[int, int], now: float, local_now: datetime) -> bool:
-        """Feed one analysed frame (``dets`` in the video's own pixels, ``size`` = its (w, h)); True when a new
-        reference was stored (the caller reloads it)."""
+        """Feed one analysed frame (``dets`` in the video's own pixels, ``size`` = its (w, h)); True when the
+        stored reference changed (captured here, or by the command): the caller reloads it."""
+        if self.stored_changed(now):
+            return True
         if not self._frames and not self.due(local_now):
             return False
         cfg = self.camera.reference
@@ -306,5 +330,6 @@ class AutoCapture:
             log.error("%s", exc)
             return False
         save_reference(self.state_dir, self.camera.id, ref)
+        self._stamp = self._file_stamp()
         log.info("camera %s: empty-seat reference captured at %s (%d frames)", self.camera.id, local_now, ref.frames)
         return True

@@ -190,9 +190,9 @@ def test_capture_time_must_be_a_time_of_day() -> None:
 def test_pipeline_counts_seats_from_the_stored_reference(
     lot: PKLot, images: dict[Path, np.ndarray], model_path: Path, tmp_path: Path
 ) -> None:
-    """The camera worker loads the stored reference with its layout: parked cars (no person to detect) fill the
-    seats, also on frames scaled down in the decoder; without a reference the same frames count nothing."""
-    from datetime import UTC, datetime
+    """A running camera worker counts nothing on parked cars (no person to detect) until a reference is stored;
+    it notices the new reference files and then fills the seats, also on frames scaled down in the decoder."""
+    from datetime import UTC, datetime, timedelta
 
     from edge.pipeline import CameraWorker
     from edge.seatref import StoredReference, save_reference
@@ -200,26 +200,27 @@ def test_pipeline_counts_seats_from_the_stored_reference(
 
     frame = next(f for f in lot.frames if f.path.stem == "2013-03-19_07_25_01")  # 24 of 40 taken
     image = images[frame.path]
+    small = cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA)
     camera = pklot_camera(lot).model_dump(mode="json", exclude_defaults=True)
     camera["hysteresis"] = {"window": 1, "seat_on": 2, "seat_off": 2}
-    detector = Detector(model_path, threads=2)
+    state = tmp_path / "state"
+    cfg = parse_config({"venue": "lot", "state_dir": str(state), "cameras": [camera]})
+    worker = CameraWorker(cfg, cfg.cameras[0], Detector(model_path, threads=2), threading.Event())
+    t0 = datetime.now(UTC)
 
-    def occupied_after(state: Path, scaled: bool) -> int:
-        cfg = parse_config({"venue": "lot", "state_dir": str(state), "cameras": [camera]})
-        worker = CameraWorker(cfg, cfg.cameras[0], detector, threading.Event())
-        try:
-            for i in range(3):
-                img = cv2.resize(image, (640, 360), interpolation=cv2.INTER_AREA) if scaled else image
-                worker._analyse(Frame(img, datetime.now(UTC), i, 0.0, (1280, 720) if scaled else None))
-        finally:
-            worker.close()
+    def occupied_after(frames: range, scaled: bool = False) -> int:
+        for i in frames:  # analysed frames 10 s apart
+            img, size = (small, (1280, 720)) if scaled else (image, None)
+            worker._analyse(Frame(img, t0 + timedelta(seconds=10 * i), i, 0.0, size))
         return worker.stats.sections["lot"].occupied
 
-    assert occupied_after(tmp_path / "none", scaled=False) <= 2
-    state = tmp_path / "state"
-    save_reference(state, "lot", StoredReference(lot.reference_image(REFERENCE_DAY), datetime.now(UTC), 2, 0))
-    assert abs(occupied_after(state, scaled=False) - 24) <= 2
-    assert abs(occupied_after(state, scaled=True) - 24) <= 2
+    try:
+        assert occupied_after(range(3)) <= 2
+        save_reference(state, "lot", StoredReference(lot.reference_image(REFERENCE_DAY), t0, 2, 0))
+        assert abs(occupied_after(range(3, 6)) - 24) <= 2
+        assert abs(occupied_after(range(6, 9), scaled=True) - 24) <= 2
+    finally:
+        worker.close()
 
 
 def test_daily_capture_at_the_configured_time(
