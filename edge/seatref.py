@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 Detect = Callable[[np.ndarray], Detections]
 
 
+MIN_SEAT_AREA = 24
+"""Seat polygons smaller than this (pixels) are not compared with the reference (detection-only)."""
+
+
 class ReferenceRefused(ValueError):
     """A captured reference cannot be used (people in it); the message says why and what was kept."""
 
@@ -188,6 +192,10 @@ class SeatFusion:
         polys = seat_polygons(layout)
         if seats is not None:
             polys = {k: v for k, v in polys.items() if k in set(seats)}
+        small = [k for k, v in polys.items() if cv2.contourArea(np.asarray(v, np.float32)) < MIN_SEAT_AREA]
+        if small:  # too few pixels to compare: these seats stay detection-only
+            log.info("camera %s: %d seat(s) under %d px stay detection-only", camera.id, len(small), MIN_SEAT_AREA)
+            polys = {k: v for k, v in polys.items() if k not in set(small)}
         if not polys:
             raise ValueError(f"camera {camera.id}: no seat polygons to compare with the reference")
         w, h = layout.frame_size
