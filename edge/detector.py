@@ -29,6 +29,7 @@ from edge.runtimes import ModelError, Precision, Provider, Runtime, open_backend
 
 if TYPE_CHECKING:
     from edge.gating import TileGate
+    from edge.scheduler import InferenceScheduler
 
 PAD_VALUE = 114
 
@@ -168,6 +169,7 @@ class Detector:
         self.person = persons[0]
         self.end2end = self._layout(backend.output_shape, meta)
         self._local = threading.local()
+        self.scheduler: InferenceScheduler | None = None
 
     @classmethod
     def from_config(cls, model_path: Path, model: ModelConfig) -> Detector:
@@ -207,7 +209,27 @@ class Detector:
         return False
 
     # ------------------------------------------------------------------------------------- inference
+    def start_scheduler(self) -> InferenceScheduler:
+        """Send every `infer` call (all cameras) through one fair queue from now on (edge/scheduler.py)."""
+        from edge.scheduler import InferenceScheduler
+
+        if self.scheduler is None:
+            self.scheduler = InferenceScheduler(self._infer, self.max_batch if self.batch_dynamic else 1)
+        return self.scheduler
+
+    def stop_scheduler(self) -> None:
+        """Back to direct calls (after the cameras have stopped)."""
+        if self.scheduler is not None:
+            self.scheduler.close()
+            self.scheduler = None
+
     def infer(self, blob: np.ndarray) -> np.ndarray:
+        """Run the model on an NCHW float32 batch, through the device's scheduler when one is started."""
+        if self.scheduler is not None:
+            return self.scheduler.infer(blob)
+        return self._infer(blob)
+
+    def _infer(self, blob: np.ndarray) -> np.ndarray:
         """Run the session on an NCHW float32 batch; loops when the model has a fixed batch of 1."""
         if blob.shape[0] == 1 or self.batch_dynamic:
             return self.backend.run(blob)

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 RESTART_MIN_S = 0.5
+OVERLOAD_FRAMES = 5
+"""Analyses before a camera's achieved rate is judged against its analysis_fps."""
+OVERLOAD_RATIO = 0.8
+"""A live camera analysing less than this share of its analysis_fps reports ``degraded: overloaded``."""
 """First pause before a failed stage is restarted; it doubles per failure in a row, up to reconnect_max_s."""
 
 
@@ -145,9 +149,9 @@ class CameraWorker:
 
     # ------------------------------------------------------------------------------ state
     def _set_state(self, state: CameraState, reason: str | None) -> None:
-        if state != self.stats.state or reason != self.stats.error:
-            self.stats.state, self.stats.error = state, reason
-            self.publisher.set_status(state, reason)
+        # the publisher compares with what it last published (stats.error may already hold the reason)
+        self.stats.state, self.stats.error = state, reason
+        self.publisher.set_status(state, reason)
 
     def _set_decode(self, info: DecodeInfo) -> None:
         self.publisher.set_decode(info.status())
@@ -292,7 +296,9 @@ class CameraWorker:
         tiles = int(timing.get("tiles", 1))
         self.stats.tiles_run += tiles
         self.stats.tiles_skipped += int(timing.get("tiles_skipped", 0))
-        self.stats.tiles_reused += int(timing.get("tiles_reused", 0))
+        reused = int(timing.get("tiles_reused", 0))
+        self.stats.tiles_reused += reused
+        tiles += reused  # processing.tiles: the tiles this analysis is made of, run or reused
         tallies = layout.count(dets)
         if fusion is not None:
             tallies = fusion.apply(frame.image, tallies, frame.ts.timestamp())
@@ -310,11 +316,23 @@ class CameraWorker:
             if self._publish(frame, camera, smoothed, tiles):
                 self._last_sent = {k: (v.occupied, v.people) for k, v in smoothed.items()}
             self._last_sent_at = now
+        overloaded = self._overloaded(camera)
         if self._store_error:
             self._set_state(CameraState.DEGRADED, self._store_error[:500])
+        elif overloaded:
+            self.stats.error = overloaded
+            self._set_state(CameraState.DEGRADED, overloaded)
         else:
             self.stats.error = None
             self._set_state(CameraState.ONLINE, None)
+
+    def _overloaded(self, camera: CameraConfig) -> str | None:
+        """``overloaded: ...`` when a live camera's achieved analysis rate is under its ``analysis_fps``."""
+        if not self._live or self.stats.frames < OVERLOAD_FRAMES:
+            return None
+        if self.stats.fps >= OVERLOAD_RATIO * camera.analysis_fps:
+            return None
+        return f"overloaded: {self.stats.fps:.2f} of {camera.analysis_fps:g} analyses/s"
 
     def _should_publish(self, sections: dict[str, SectionTally], now: float) -> bool:
         if self._last_sent is None or now - self._last_sent_at >= self.cfg.mqtt.interval_s:
@@ -378,11 +396,13 @@ class EdgeRunner:
 
     def __init__(self, cfg: EdgeConfig, detector: Detector) -> None:
         self.cfg = cfg
+        self.detector = detector
         self.stop = threading.Event()
         self.workers = [CameraWorker(cfg, cam, detector, self.stop) for cam in cfg.cameras]
 
     def run(self, duration: float | None = None) -> int:
         """Run until `duration` elapses, `stop` is set, or every (non-looping) source has ended."""
+        self.detector.start_scheduler()  # one fair inference queue for all cameras (edge/scheduler.py)
         for w in self.workers:
             w.start()
         metrics = None
@@ -409,6 +429,7 @@ class EdgeRunner:
             log.info("%s", self.status_line())
             for w in self.workers:
                 w.close()
+            self.detector.stop_scheduler()
             if metrics is not None:
                 metrics.shutdown()
                 metrics.server_close()
