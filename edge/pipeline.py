@@ -49,11 +49,11 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 RESTART_MIN_S = 0.5
+"""First pause before a failed stage is restarted; it doubles per failure in a row, up to reconnect_max_s."""
 OVERLOAD_FRAMES = 5
 """Analyses before a camera's achieved rate is judged against its analysis_fps."""
 OVERLOAD_RATIO = 0.8
 """A live camera analysing less than this share of its analysis_fps reports ``degraded: overloaded``."""
-"""First pause before a failed stage is restarted; it doubles per failure in a row, up to reconnect_max_s."""
 
 
 @dataclass
