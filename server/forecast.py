@@ -151,18 +151,31 @@ def _logistic(u: np.ndarray, center: float, width: float) -> np.ndarray:
     return (raw - raw[0]) / (raw[-1] - raw[0])
 
 
+ENTRY_DELAYS_MIN = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)
+ENTRY_DELAY_WEIGHTS = (0.25, 0.15, 0.15, 0.15, 0.1, 0.1, 0.1)
+"""Security lines: people counted inside arrived at the gates this many minutes earlier (unknown per event;
+the venue's curve says when people *arrive*). Whoever is still in line at the start is let in by then."""
+
+
 def venue_shapes(curve: Sequence[tuple[float, float]], doors_min: float, prior: float) -> tuple[ArrivalShape, ...]:
-    """The venue's configured curve (``(minutes to start, share)``) and time-warped neighbours of it
-    (a little earlier or later throughout), sharing ``prior``: family ``usual``."""
+    """The venue's configured curve (``(minutes to start, share)``) and neighbours of it sharing ``prior``,
+    family ``usual``: time-warped (a little earlier or later throughout) and delayed by an entry line of
+    ``ENTRY_DELAYS_MIN`` (without a queue camera a line outside is invisible: the counts inside lag the
+    venue's usual pattern, which is a crowd stuck at security, not a small one)."""
     base = shape_from_minutes("venue", "usual", curve, doors_min, 1.0)
     u = np.array(base.u)
+    span = -doors_min if doors_min < 0 else 240.0
     warps = (0.8, 0.9, 1.0, 1.12, 1.25)
     weights = np.array([0.15, 0.2, 0.3, 0.2, 0.15])
+    grid = np.concatenate([np.linspace(0.0, 1.0, 161)[:-1], [0.9995, 1.0]])
     out = []
     for a, w in zip(warps, weights, strict=True):
-        grid = np.linspace(0.0, 1.0, 81)
-        share = np.interp(grid**a, u, base.share)
-        out.append(ArrivalShape(f"venue^{a}", "usual", tuple(grid), tuple(share), prior * float(w)))
+        for delay, wd in zip(ENTRY_DELAYS_MIN, ENTRY_DELAY_WEIGHTS, strict=True):
+            share = np.interp((grid - delay / span).clip(0.0, 1.0) ** a, u, base.share)
+            share[grid <= delay / span] = 0.0
+            share[-1] = 1.0
+            name = f"venue^{a}" + (f"+{delay:g}min" if delay else "")
+            out.append(ArrivalShape(name, "usual", tuple(grid), tuple(share), prior * float(w) * wd))
     return tuple(out)
 
 

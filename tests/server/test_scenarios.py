@@ -7,6 +7,7 @@ pranks), arrivals along a logistic curve that differs from the server's configur
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,9 +126,12 @@ def test_tulsa_cancels_overflow_an_hour_ahead(
             assert result.first("overflow_needed") is None
             snap = result.snapshots[cancel_at]
             print(f"cancel_overflow at {cancel_at} min: forecast {snap['forecast']} final {result.final_attendance}")
-            # the forecast leans high while a thin early crowd could still be the trickle before a late rush
-            # (the safe side for a cancel): within a quarter of the final at the moment it cancels
-            assert abs(snap["forecast"]["p50"] - result.final_attendance) <= 0.25 * result.final_attendance
+            # the forecast leans high while a thin early crowd could still be the trickle before a late rush, or
+            # a crowd stuck at security (the safe side for a cancel): at the moment it cancels, the final is
+            # inside its band and the median within a third of it
+            fc = snap["forecast"]
+            assert fc["p05"] <= result.final_attendance <= fc["p95"], fc
+            assert abs(fc["p50"] - result.final_attendance) <= result.final_attendance / 3
             assert snap["registrations"] == 1_000_000
             final = client.get("/api/v1/events/ev/live").json()
             assert final["attendance"] == result.final_attendance
@@ -155,21 +159,28 @@ def test_full_house_needs_overflow_and_never_cancels(
         assert app.state.mqtt.wait_connected(10)
         setup_venue(app.state.db, venue_spec(venue_id, 4, 10, CAPACITY), event_spec(venue_id, START, CAPACITY))
         app.state.hub.reload()
-        # calibrated cameras (an uncalibrated one is +-25 %: then nobody can be 80 % sure of a full house)
-        pub = Publisher(system_broker)
-        try:
-            for i in range(4):
-                pub.status(venue_id, f"cam{i}", "online", clock.now(), CountCalibration(bias=1.0, spread=0.04, frames=20))
-        finally:
-            pub.close()
-        wait_until(lambda: all(c.calibration for c in app.state.hub.venues[venue_id].cameras.values()), what="status")
+        _calibrate(app, system_broker, venue_id, clock, 4)
         result = replay(app, system_broker, venue_id, clock, lambda m: 26_000 * arrival_share(m), step_min=3)
     assert result.first("overflow_needed") is not None, result.states
     assert result.first("cancel_overflow") is None
     assert result.transitions() == 1
 
 
+def _calibrate(app: Any, broker: Broker, venue: str, clock: SimulatedClock, n_cams: int) -> None:
+    """Calibrated cameras (an uncalibrated one is +-25 %: then nobody can be 80 % sure of a full house)."""
+    pub = Publisher(broker)
+    try:
+        for i in range(n_cams):
+            pub.status(venue, f"cam{i}", "online", clock.now(), CountCalibration(bias=1.0, spread=0.04, frames=20))
+    finally:
+        pub.close()
+    wait_until(lambda: all(c.calibration for c in app.state.hub.venues[venue].cameras.values()), what="status")
+
+
 def test_hovering_near_threshold_does_not_flap(sqlite_target: DbTarget, system_broker: Broker, venue_id: str) -> None:
+    """A crowd that ends a little above the target, every reading +-3 %: the chance of reaching the target
+    hovers around the 80 % that proposes ``overflow_needed``, crossing it up and down before the deadline.
+    The decision must be proposed, taken at most once, and never flip back or cancel."""
     clock = SimulatedClock(START - timedelta(hours=5))
     app = _app(sqlite_target, system_broker, venue_id, clock, 4, 10)
     rng = np.random.default_rng(5)
@@ -178,17 +189,25 @@ def test_hovering_near_threshold_does_not_flap(sqlite_target: DbTarget, system_b
         assert app.state.mqtt.wait_connected(10)
         setup_venue(app.state.db, venue_spec(venue_id, 4, 10, CAPACITY), event_spec(venue_id, START, CAPACITY))
         app.state.hub.reload()
+        _calibrate(app, system_broker, venue_id, clock, 4)
         result = replay(
             app,
             system_broker,
             venue_id,
             clock,
-            lambda m: target * arrival_share(m, midpoint=-80, width=30) * rng.uniform(0.97, 1.03),
+            lambda m: 1.06 * target * arrival_share(m, midpoint=-80, width=30) * rng.uniform(0.97, 1.03),
             step_min=3,
         )
-    # the crowd really hovers at the target (so the decision had something to flap about) ...
-    late = [result.snapshots[m] for m in result.snapshots if -120 <= m <= -60]
-    assert all(abs(snap["forecast"]["p50"] / target - 1) < 0.25 for snap in late)
-    # ... and the decision neither cancels a crowd that reaches the target nor changes its mind twice
+    needed_p = 0.8  # DecisionRules.needed_min_probability
+    before_deadline = [(m, result.snapshots[m]["decision"]) for m in sorted(result.snapshots) if m < -30]
+    above = [d["p_reach_target"] is not None and d["p_reach_target"] >= needed_p for _, d in before_deadline]
+    crossings = sum(1 for a, b in itertools.pairwise(above) if a != b)
+    trace = [(m, d["state"], d["p_reach_target"], d["candidate"]) for m, d in before_deadline if m >= -90]
+    # the evidence really hovers at the decision threshold (a decider without hysteresis would flap) ...
+    assert crossings >= 3, f"the scenario no longer hovers at p = {needed_p}: {trace}"
+    # ... something is proposed and taken ...
+    assert any(d["candidate"] for _, d in before_deadline), trace
+    assert result.first("overflow_needed") is not None, trace
+    # ... and the decision neither cancels a crowd that reaches the target nor changes its mind
     assert result.first("cancel_overflow") is None, result.states
-    assert result.transitions() <= 1, result.states
+    assert result.transitions() == 1, trace
