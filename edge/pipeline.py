@@ -73,6 +73,15 @@ class CameraStats:
     sections: dict[str, SectionTally] = field(default_factory=dict)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
+    def reset_rate(self) -> None:
+        """Forget the analysis times (after a stage restart: a pause is not an overload)."""
+        self._times.clear()
+
+    @property
+    def rate_samples(self) -> int:
+        """Analyses in the window `fps` is measured over."""
+        return len(self._times)
+
     def tick(self, now: float) -> None:
         self.frames += 1
         self._times.append(now)
@@ -233,6 +242,7 @@ class CameraWorker:
         else:
             log.warning("camera %s: %s (%d in a row); restarting in %.1f s", self.camera.id, reason, failures, pause)
         self.stats.error = reason
+        self.stats.reset_rate()
         try:
             self._set_state(CameraState.DEGRADED, f"{reason}; restarting in {pause:.1f} s"[:500])
         except Exception:  # reporting must not take the stage down
@@ -328,7 +338,7 @@ class CameraWorker:
 
     def _overloaded(self, camera: CameraConfig) -> str | None:
         """``overloaded: ...`` when a live camera's achieved analysis rate is under its ``analysis_fps``."""
-        if not self._live or self.stats.frames < OVERLOAD_FRAMES:
+        if not self._live or self.stats.rate_samples < OVERLOAD_FRAMES:
             return None
         if self.stats.fps >= OVERLOAD_RATIO * camera.analysis_fps:
             return None
