@@ -293,11 +293,20 @@ class AlertKind(StrEnum):
     CAMERA_OFFLINE = "camera_offline"
 
 
+ALERT_ID_MAX = 255
+"""Alert ids are ``{scope}:{kind}[:{subject}]`` of 64-character ids: at most 64 + 1 + 21 + 1 + 64 = 151 characters
+(issue 8, row 8), within this bound and the alert id columns of the database (255)."""
+
+
 class Alert(_Payload):
     """Payload of ``turnout/v1/{venue}/alerts/{kind}`` (retained, published by the server)."""
 
     v: Literal[1] = 1
-    id: str = Field(max_length=128, description="Stable id: the same alert is never re-sent under a new id.")
+    id: str = Field(
+        max_length=ALERT_ID_MAX,
+        description="Stable id (`{scope}:{kind}` or `{scope}:{kind}:{subject}`): the same alert is never re-sent under "
+        "a new id.",
+    )
     venue: Id
     event: str | None = Field(default=None, max_length=64)
     kind: AlertKind

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,13 @@ from server.app import create_app
 from server.auth import Role
 from server.db.models import AlertRow, Registration
 from server.db.session import Database
+from server.live import LiveHub
 from server.migrations import upgrade
 from server.registrations import ImportError_, import_registrations
+from server.venues import SectionIn, VenueIn
 from tests.server.conftest import DbTarget, make_settings
 from tests.server.helpers import auth, event_spec, make_user, setup_venue, venue_spec
+from turnout.contract import Alert, decode, occupancy_topic, status_topic
 
 START = datetime(2020, 6, 21, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,18 +106,36 @@ def test_reserved_words_are_refused_as_camera_ids(app_client, camera: str) -> No
     assert "reserved" in r.text
 
 
-def test_longest_ids_give_alert_ids_that_fit_their_column(db_target: DbTarget) -> None:
-    """64-character venue and camera ids (the contract's maximum) make a 142-character stale-camera alert id."""
+def test_longest_ids_give_alert_ids_that_are_stored_and_published(db_target: DbTarget, clock) -> None:
+    """Row 8: 64-character venue, camera, section and event ids (the contract's maximum). The section's alert id
+    is 151 characters: it used to be stored, then refused by the Alert payload (128), and the tick aborted."""
+    venue, cam, down, sec, ev = "v" * 64, "c" * 64, "d" * 64, "s" * 64, "e" * 64
     db = Database(db_target.url, db_target.schema)
     upgrade(db)
-    venue, cam = "v" * 64, "c" * 64
-    alert_id = f"{venue}:camera_stale:{cam}"
-    now = datetime.now(UTC)
+    spec = VenueIn(id=venue, name="Long", sections=[SectionIn(id=sec, name="S", seats=10, cameras=[cam])],
+                   cameras=[{"id": cam}, {"id": down}])  # fmt: skip
+    setup_venue(db, spec, event_spec(venue, clock.now() + timedelta(hours=2), 10, event=ev))
+    hub = LiveHub(make_settings(db_target, None, [venue]), db, clock)
+    sent: list[tuple[str, Alert]] = []
+    hub.alerts.set_publisher(lambda topic, raw: sent.append((topic, decode(Alert, raw))))  # the contract's check
+    hub.reload()
+    now = clock.now().isoformat()
+    hub.handle(occupancy_topic(venue, cam), json.dumps({
+        "v": 1, "venue": venue, "camera": cam, "ts": now, "seq": 1, "model": "m",
+        "processing": {"fps": 1.0, "latency_ms": 1.0, "frames": 1},
+        "sections": [{"id": sec, "seats": 10, "occupied": 10, "people": 14}],  # over capacity
+    }).encode())
+    hub.handle(status_topic(venue, down), json.dumps({"v": 1, "venue": venue, "camera": down, "ts": now,
+                                                      "state": "offline"}).encode())  # fmt: skip
+    results = hub.tick(flush=True)
+    assert not hub.failures, hub.failures
+    assert [r.event_id for r in results] == [ev]
+    published = {a.id for _topic, a in sent}
+    assert {f"{venue}:section_over_capacity:{sec}", f"{venue}:camera_offline:{down}"} <= published, published
+    assert max(len(i) for i in published) == 151
     with db.session() as s:
-        s.add(AlertRow(id=alert_id, venue_id=venue, event_id=None, kind="camera_stale", subject=cam, state="stale",
-                       active=True, severity="warning", message="m", figures={}, created_at=now, updated_at=now))
-        s.commit()
-        assert s.get(AlertRow, alert_id) is not None
+        stored = set(s.scalars(select(AlertRow.id)))
+    assert published <= stored
     db.dispose()
 
 
