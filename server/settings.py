@@ -262,8 +262,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise SettingsError(f"settings file {p} not found")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"{p}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # one line: where and what (PyYAML's own text spans several)
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise SettingsError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(loaded, dict):
             raise SettingsError(f"{p}: expected a mapping of setting: value")
         try:
@@ -280,8 +282,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 
 def _explain(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid settings ({source}):"]
+    """One line (a service log shows it whole): the source, then each field with its variable and the problem."""
+    problems = []
     for err in exc.errors():
         field = ".".join(str(x) for x in err["loc"]) or "(settings)"
-        lines.append(f"  {field} (TURNOUT_{str(err['loc'][0]).upper() if err['loc'] else ''}): {err['msg']}")
-    return "\n".join(lines)
+        problems.append(f"{field} (TURNOUT_{str(err['loc'][0]).upper() if err['loc'] else ''}): {err['msg']}")
+    return f"invalid settings ({source}): " + "; ".join(problems)
