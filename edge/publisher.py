@@ -228,6 +228,8 @@ class Publisher:
         self.calibration = calibration  # sent in every status message (last will included); None: absent
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # the broker acknowledged every subscription of this connection
+        self._pending_subacks: set[int] = set()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._acked: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
@@ -313,11 +315,18 @@ class Publisher:
             self._subscriptions[topic] = callback
         self._client.message_callback_add(topic, self._dispatch(callback))
         if self._connected.is_set():
-            self._client.subscribe(topic, qos=contract.QOS)
+            with self._lock:  # _on_subscribe takes the lock: the mid is known before its SUBACK is handled
+                self._subscribed.clear()
+                self._pending_subacks.add(self._client.subscribe(topic, qos=contract.QOS)[1])
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Connected, and every subscription (commands) acknowledged by the broker: nothing sent to them from
+        now on is missed."""
+        return self._subscribed.wait(timeout)
 
     @property
     def protocol(self) -> str:
@@ -353,6 +362,7 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         with self._lock:
             subscriptions = list(self._subscriptions.items())
         for topic, callback in subscriptions:
@@ -410,9 +420,16 @@ class Publisher:
         client.publish(self.status_topic, self._status_payload(), qos=contract.QOS, retain=True)
         with self._lock:
             topics = list(self._subscriptions)
-        for topic in topics:
-            client.subscribe(topic, qos=contract.QOS)
+            self._pending_subacks = {client.subscribe(topic, qos=contract.QOS)[1] for topic in topics}
+            if not self._pending_subacks:
+                self._subscribed.set()
         self._wake.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, mid: int, _reasons: Any, _p: Any) -> None:
+        with self._lock:
+            self._pending_subacks.discard(mid)
+            if not self._pending_subacks and self._connected.is_set():
+                self._subscribed.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
         if self._connected.is_set() and not self._stopping.is_set():
@@ -422,6 +439,7 @@ class Publisher:
             self._request_fallback("closed the connection without CONNACK")
         self._connack_seen = False
         self._connected.clear()
+        self._subscribed.clear()
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
         # Runs under paho's lock: only hand the news to the sender thread.

@@ -45,6 +45,9 @@ class MqttBridge:
         self.settings = settings
         self.hub = hub
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        """Set when the broker has acknowledged this connection's subscriptions (cleared on disconnect)."""
+        self._subscribe_mid: int | None = None
         self._extra: list[tuple[str, MessageCallback]] = []
         self._lock = threading.Lock()
         # Several processes of one shared group need one stable id each (a derived one would be the same for
@@ -83,6 +86,7 @@ class MqttBridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -113,6 +117,10 @@ class MqttBridge:
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.connected.wait(timeout)
 
+    def wait_subscribed(self, timeout: float = 10.0) -> bool:
+        """Connected and the subscriptions acknowledged: from now on nothing published is missed."""
+        return self.subscribed.wait(timeout)
+
     # ------------------------------------------------------------------------------- API
     def publish(self, topic: str, payload: bytes | str, qos: int = QOS, retain: bool = False) -> Any:
         """Publish (queued while disconnected by paho up to its limits); returns paho's MQTTMessageInfo."""
@@ -142,14 +150,24 @@ class MqttBridge:
         with self._lock:
             subs += [(f, QOS) for f, _ in self._extra]
         if self.hub is not None or subs:
-            client.subscribe(subs)
+            self._subscribe_mid = client.subscribe(subs)[1]
+        else:
+            self.subscribed.set()
         self.connected.set()
         if self.hub is not None:
             self.hub.set_link(True)
         log.info("MQTT connected to %s as %s", self.settings.mqtt_url, self.client_id)
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if mid == self._subscribe_mid:
+            refused = [r for r in reasons if getattr(r, "is_failure", False)]
+            if refused:
+                log.warning("MQTT subscriptions refused by the broker: %s", ", ".join(map(str, refused)))
+            self.subscribed.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if self.hub is not None:
             self.hub.set_link(False)
         if reason.is_failure:

@@ -46,6 +46,25 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def port_listening(port: int, timeout: float = 10.0) -> bool:
+    """Wait until something listens on TCP ``port`` on this host, read from /proc/net/tcp{,6} without connecting:
+    a server that serves exactly one client (``ffmpeg -listen 1``) is not used up by the check."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                rows = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                local, state = row.split()[1], row.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
 @dataclass
 class Broker:
     """A real Mosquitto this test owns: it can be stopped and started again on the same port."""
@@ -104,7 +123,22 @@ def system_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     broker.stop()
 
 
-def clear_retained(host: str, port: int, prefix: str, listen_s: float = 0.5) -> int:
+def retained_topics(host: str, port: int, topic_filter: str) -> set[str]:
+    """Topics under ``topic_filter`` that hold a retained message on a broker (none if it is not running)."""
+    from tests.edge.mqtt_tools import Recorder
+
+    try:
+        rec = Recorder(host, port, topic_filter)
+    except (OSError, RuntimeError):
+        return set()
+    try:
+        rec.barrier()  # the retained copies come right after SUBSCRIBE, before the barrier's marker
+        return {m.topic for m in rec.messages if m.retain and m.payload}
+    finally:
+        rec.close()
+
+
+def clear_retained(host: str, port: int, prefix: str) -> int:
     """Delete every retained message under ``prefix`` (``turnout/v1/{venue}``) on a broker; how many.
 
     Tests on the shared broker at 127.0.0.1:1883 call it when done, so a user's
@@ -113,20 +147,18 @@ def clear_retained(host: str, port: int, prefix: str, listen_s: float = 0.5) -> 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    topics: set[str] = set()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleanup-{uuid.uuid4().hex[:8]}")
-    client.on_message = lambda _c, _u, msg: topics.add(msg.topic) if msg.retain and msg.payload else None
-    try:
-        client.connect(host, port)
-    except OSError:
+    topics = retained_topics(host, port, f"{prefix}/#")
+    if not topics:
         return 0
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleanup-{uuid.uuid4().hex[:8]}")
+    client.connect(host, port)
     client.loop_start()
-    client.subscribe(f"{prefix}/#", qos=1)
-    time.sleep(listen_s)  # retained messages arrive right after the subscription; nothing else to wait on
-    for topic in sorted(topics):
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
-    client.loop_stop()
-    client.disconnect()
+    try:
+        for topic in sorted(topics):
+            client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
     return len(topics)
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -117,8 +116,30 @@ def scrapes(tmp_path_factory: pytest.TempPathFactory, system_broker: Broker, sha
 
         out["edge1"] = wait_until(edge_scrape, timeout=40, what="edge metrics with a message sent")
         out["server1"] = wait_until(server_applied, timeout=20, what="server applied a message")
-        time.sleep(4)
-        out["edge2"], out["server2"] = edge_scrape() or parse(httpx.get(edge_url, timeout=2).text), server_scrape()
+        e1, s1 = out["edge1"][0], out["server1"][0]
+        cam = {"camera": "plaza-cam"}
+
+        def both_moved() -> tuple[tuple[Scrape, set[str]], tuple[Scrape, set[str]]] | None:
+            """The second scrapes, once every counter the tests below compare has moved past the first."""
+            edge2, server2 = edge_scrape(), server_scrape()
+            if edge2 is None:
+                return None
+            e2, s2 = edge2[0], server2[0]
+            edge_moved = all(
+                value(e2, name, **labels) > value(e1, name, **labels)
+                for name, labels in (("turnout_edge_frames_analysed_total", cam), ("turnout_edge_sent_total", cam),
+                                     ("turnout_edge_tiles_total", {"outcome": "run", **cam}))
+            )  # fmt: skip
+            server_moved = value(s2, "turnout_messages_applied_total", kind="occupancy") > value(
+                s1, "turnout_messages_applied_total", kind="occupancy"
+            ) and all(
+                value(s2, name) > value(s1, name)
+                for name in ("turnout_ingest_lag_seconds_count", "turnout_tick_duration_seconds_count",
+                             "turnout_db_write_seconds_count")
+            )  # fmt: skip
+            return (edge2, server2) if edge_moved and server_moved else None
+
+        out["edge2"], out["server2"] = wait_until(both_moved, timeout=20, what="edge and server metrics to move")
         out["venue"] = venue
         yield out
     finally:

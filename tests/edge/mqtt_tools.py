@@ -29,7 +29,10 @@ class Received:
 
 class Recorder:
     """A subscriber on its own connection. `persistent`: MQTT v5 session kept by the broker (clean_start
-    False, 1 h expiry), so QoS 1 messages published while it is away are delivered when it comes back."""
+    False, 1 h expiry), so QoS 1 messages published while it is away are delivered when it comes back.
+
+    The constructor returns once the broker has acknowledged the subscription (nothing published after it is
+    missed); `barrier()` waits until everything the broker had for this subscriber has arrived."""
 
     def __init__(
         self,
@@ -46,14 +49,18 @@ class Recorder:
         self._messages: list[Received] = []
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._acks: dict[int, threading.Event] = {}
+        self._barriers: dict[str, threading.Event] = {}
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"test-rec-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv311 if v311 else MQTTProtocolVersion.MQTTv5,
         )
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *_: self.connected.clear()
+        self.client.on_disconnect = lambda *_: (self.connected.clear(), self.subscribed.clear())
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(1, 1)
         if auth:
             self.client.username_pw_set(*auth)
@@ -68,16 +75,46 @@ class Recorder:
         else:
             self.client.connect(host, port, clean_start=not persistent, properties=props)
         self.client.loop_start()
-        if not self.connected.wait(10):
-            raise RuntimeError(f"test subscriber could not connect to {host}:{port}")
+        if not self.subscribed.wait(10):
+            raise RuntimeError(f"test subscriber could not connect to {host}:{port} and subscribe to {topic}")
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-        client.subscribe(self.topic, qos=1)
+        self._acks[client.subscribe(self.topic, qos=1)[1]] = self.subscribed
         self.connected.set()
 
+    def _on_subscribe(self, _c: object, _u: object, mid: int, _reasons: object, _p: object) -> None:
+        with self._lock:  # barrier() registers its mid under the same lock, right after SUBSCRIBE is sent
+            ack = self._acks.pop(mid, None)
+        if ack is not None:
+            ack.set()
+
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if (marker := self._barriers.get(msg.topic)) is not None:
+            marker.set()
+            return
         with self._lock:
             self._messages.append(Received(msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
+
+    def barrier(self, timeout: float = 10.0) -> None:
+        """Return once every message the broker had queued for this subscriber has arrived, retained copies
+        included. A marker published now on a private topic is queued behind them (the broker delivers a
+        session's messages in order): when it arrives, so have they. A message published (and acknowledged)
+        before this call that has not arrived by then was not routed here."""
+        topic = f"turnout-test/barrier/{uuid.uuid4().hex}"
+        acked, marker = threading.Event(), threading.Event()
+        self._barriers[topic] = marker
+        with self._lock:  # the SUBACK may come back before the mid is known: _on_subscribe waits for the lock
+            _result, mid = self.client.subscribe(topic, qos=1)
+            self._acks[mid] = acked
+        if not acked.wait(timeout):
+            raise AssertionError(f"barrier: no SUBACK for {topic}")
+        self.client.publish(topic, b"barrier", qos=1)
+        try:
+            if not marker.wait(timeout):
+                raise AssertionError(f"barrier: marker on {topic} not received within {timeout} s (ACL?)")
+        finally:
+            self.client.unsubscribe(topic)
+            self._barriers.pop(topic, None)
 
     @property
     def messages(self) -> list[Received]:

@@ -4,7 +4,6 @@ without calibration sends none. The real `turnout edge run` against the real bro
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -86,7 +85,7 @@ def test_status_carries_the_configured_calibration(shared: Path, tmp_path: Path,
         assert all(s.calibration == expected for s, _ in statuses(r, "plaza-cam"))
     assert statuses(after, "plaza-cam")[0][0].state is CameraState.OFFLINE
     cleared = Recorder(host, port, f"turnout/v1/{venue_id}/+/status")
-    time.sleep(1.0)
+    cleared.barrier()  # a retained status would have come before the barrier's marker
     cleared.close()
     assert cleared.messages == [], "retained status left on the shared broker"
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from itertools import islice
 
 import pytest
 
 from edge.config import CameraConfig
 from edge.sources import FrameSource
-from tests.conftest import free_port
+from tests.conftest import free_port, port_listening
 from tests.edge.test_stream_drop import RtspCamera, edge_on_rtsp, wait_for
 
 pytestmark = pytest.mark.slow
@@ -57,7 +56,7 @@ def test_rtsp_udp_decodes_only_analysed_keyframes(shared, tmp_path) -> None:
     camera.start()
     src = _source(camera.url, rtsp_transport="udp", analysis_fps=1)
     try:
-        time.sleep(1.0)
+        camera.wait_ready()
         frames = list(islice(src.frames(), 4))
     finally:
         src.stop.set()
@@ -78,7 +77,7 @@ def test_http_mjpeg_decodes_only_analysed_frames(shared) -> None:
     )  # fmt: skip
     src = _source(f"http://127.0.0.1:{port}/feed.mjpg", analysis_fps=2)
     try:
-        time.sleep(1.5)  # ffmpeg -listen 1 serves exactly one client: do not probe the port
+        assert port_listening(port), "ffmpeg did not start listening"  # serves one client: never connect to probe
         frames = list(islice(src.frames(), 4))
     finally:
         src.stop.set()

@@ -161,8 +161,7 @@ def test_bound_while_broker_down_drops_oldest_then_delivers_the_rest(
     cfg = MqttConfig(url=own_broker.url, queue=QueueConfig(max_messages=10, overflow="drop_oldest"))
     pub = publisher_factory(cfg, venue_id)
     pub.start()  # broker down: must not raise
-    seqs = send(pub, venue_id, 15)
-    time.sleep(0.3)
+    seqs = send(pub, venue_id, 15)  # each committed to the spool (and the bound applied) before send returns
     assert not pub.connected
     assert (pub.stats.queued, pub.stats.dropped, pub.stats.sent) == (10, 5, 0)
     own_broker.start()
@@ -180,15 +179,13 @@ def test_commands_are_resubscribed_after_a_broker_restart(own_broker: Broker, ve
     topic = contract.snapshot_request_topic(venue_id, CAM)
     pub.subscribe(topic, lambda t, p: got.append((t, p)))
     pub.start()
-    assert wait(lambda: pub.connected, 10)
-    time.sleep(0.2)  # let the SUBSCRIBE land
+    assert pub.wait_subscribed(10)  # connected and the SUBSCRIBE acknowledged
     single.single(topic, b"one", qos=1, hostname=own_broker.host, port=own_broker.port)
     assert wait(lambda: len(got) == 1, 5)
     own_broker.stop()
     assert wait(lambda: not pub.connected, 5)
     own_broker.start()
-    assert wait(lambda: pub.connected, 15), "publisher did not reconnect"
-    time.sleep(0.2)
+    assert pub.wait_subscribed(15), "publisher did not reconnect and resubscribe"
     single.single(topic, b"two", qos=1, hostname=own_broker.host, port=own_broker.port)
     assert wait(lambda: len(got) == 2, 5)
     assert got == [(topic, b"one"), (topic, b"two")]

@@ -4,41 +4,37 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from pathlib import Path
 
 import jsonschema
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.edge.conftest import run_turnout, vtest_config
+from tests.edge.mqtt_tools import Recorder as VenueRecorder
 from turnout import contract
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "mqtt-v1.schema.json"
 
 
 class Recorder:
-    """An independent subscriber (its own paho client) that keeps every message per topic kind."""
+    """Every message of a venue, per topic kind (``occupancy``, ``status``, ...), from an independent subscriber
+    (`tests.edge.mqtt_tools.Recorder`: subscribed before the constructor returns)."""
 
     def __init__(self, host: str, port: int, venue: str) -> None:
-        self.messages: dict[str, list[bytes]] = {"occupancy": [], "status": []}
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, *_: (c.subscribe(f"turnout/v1/{venue}/#", qos=1), self.ready.set())
-        self.client.on_message = self._on_message
-        self.client.connect(host, port)
-        self.client.loop_start()
-        assert self.ready.wait(10), "subscriber could not connect"
+        self.rec = VenueRecorder(host, port, f"turnout/v1/{venue}/#")
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.rsplit("/", 1)[-1]
-        with self.lock:
-            self.messages.setdefault(kind, []).append(msg.payload)
+    @property
+    def messages(self) -> dict[str, list[bytes]]:
+        out: dict[str, list[bytes]] = {"occupancy": [], "status": []}
+        for m in self.rec.messages:
+            out.setdefault(m.topic.rsplit("/", 1)[-1], []).append(m.payload)
+        return out
 
     def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        """Stop once everything already published (an edge's last ``offline`` status) has arrived."""
+        try:
+            self.rec.barrier()
+        finally:
+            self.rec.close()
 
 
 def test_edge_run_publishes_valid_counts(shared: Path, tmp_path: Path, write_config, system_broker, venue_id) -> None:

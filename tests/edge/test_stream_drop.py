@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open
+from tests.conftest import free_port, port_listening, port_open
 from tests.edge.conftest import turnout_cmd, vtest_config
 from tests.edge.test_run_e2e import Recorder
 
@@ -60,6 +61,21 @@ class RtspCamera:
             stdout=subprocess.DEVNULL, stderr=open(self.workdir / "ffmpeg.log", "ab"),  # noqa: SIM115
         )  # fmt: skip
 
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the server describes the stream (the publisher is streaming): RTSP DESCRIBE answers 200."""
+        request = f"DESCRIBE {self.url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.client_port), timeout=2) as conn:
+                    conn.sendall(request)
+                    if conn.recv(64).startswith(b"RTSP/1.0 200"):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"RTSP stream {self.url} not ready after {timeout} s"
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.ffmpeg:  # SIGTERM: ffmpeg sends TEARDOWN, so the server accepts it again on restart
             self.ffmpeg.terminate()
@@ -92,15 +108,13 @@ class EdgeOnRtsp:
     log: Path
 
     def statuses(self) -> list[dict]:
-        with self.sub.lock:
-            return [json.loads(raw) for raw in self.sub.messages["status"]]
+        return [json.loads(raw) for raw in self.sub.messages["status"]]
 
     def states(self) -> list[str]:
         return [s["state"] for s in self.statuses()]
 
     def occupancy_count(self) -> int:
-        with self.sub.lock:
-            return len(self.sub.messages["occupancy"])
+        return len(self.sub.messages["occupancy"])
 
 
 @contextmanager
@@ -154,7 +168,7 @@ def test_http_mjpeg_source(shared, tmp_path, write_config, system_broker, venue_
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        time.sleep(1.5)  # ffmpeg -listen 1 serves exactly one client: do not probe the port
+        assert port_listening(port), "ffmpeg did not start listening"  # serves one client: never connect to probe
         cfg = vtest_config(shared, venue_id, system_broker.url, tmp_path / "state",
                            source=f"http://127.0.0.1:{port}/feed.mjpg")  # fmt: skip
         result = subprocess.run(turnout_cmd("edge", "check", "--config", str(write_config(cfg))),

@@ -138,6 +138,8 @@ class Subscriber:
         assert ready.wait(10), "subscriber did not subscribe"
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:  # a retained message being deleted (an empty payload), not a message
+            return
         with self._lock:
             self.messages.append((msg.topic, json.loads(msg.payload)))
 

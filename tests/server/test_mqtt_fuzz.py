@@ -19,7 +19,6 @@ import copy
 import itertools
 import json
 import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -28,14 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 
 from server.app import create_app
 from server.live import LiveHub
-from tests.conftest import Broker
+from tests.conftest import Broker, retained_topics
 from tests.server.conftest import DbTarget, make_settings
 from tests.server.helpers import Publisher, setup_venue, venue_spec, wait_until
 from turnout.contract import MAX_PAYLOAD_BYTES, RESERVED_CAMERA_IDS, SEQ_LIMIT
@@ -509,26 +506,9 @@ def _ingest_through_broker(app: Any, system_broker: Broker, corpus: Corpus, fed:
 def test_no_retained_messages_left_by_this_module(system_broker: Broker, venue_id: str) -> None:
     """Runs last here: a fresh subscriber to ``turnout/v1/#`` gets no retained message of a venue this module
     used (each test's venue id starts with its own prefix)."""
-    left: list[str] = []
-    got_any = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-
-    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        got_any.set()
-        if msg.retain and msg.payload and msg.topic.startswith(tuple(_USED)):
-            left.append(msg.topic)
-
-    client.on_message = on_message
-    client.on_connect = lambda c, *a: c.subscribe("turnout/v1/#", qos=1)
-    client.connect(system_broker.host, system_broker.port)
-    client.loop_start()
-    try:
-        time.sleep(2.0)  # retained messages arrive right after SUBSCRIBE; there is no end marker to wait on
-    finally:
-        client.disconnect()
-        client.loop_stop()
     assert _USED, "the broker test above ran first"
-    assert left == []
+    retained = retained_topics(system_broker.host, system_broker.port, "turnout/v1/#")
+    assert sorted(t for t in retained if t.startswith(tuple(_USED))) == []
 
 
 _USED: set[str] = set()

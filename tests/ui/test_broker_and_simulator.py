@@ -96,7 +96,14 @@ def test_simulator_publishes_valid_occupancy_along_the_curve(own_broker: Broker,
     sim = VenueSimulator(
         plan, venue=venue_id, start_time=start, clock=clock, host=own_broker.host, port=own_broker.port, interval_s=0.2
     ).start()
-    time.sleep(2.5)
+    def per_camera() -> int:  # messages of the camera that has sent the fewest
+        topics = [m.topic for m in list(got)]
+        return min(sum(1 for t in topics if f"/{cam}/" in t) for cam in ("sim-cam01", "sim-cam02"))
+
+    deadline = time.monotonic() + 30
+    while per_camera() < 10:  # about 2 s of wall time (20 event minutes) at one message per camera per 0.2 s
+        assert time.monotonic() < deadline, f"only {per_camera()} messages per camera after 30 s"
+        time.sleep(0.05)
     sim.stop()
     sub.loop_stop()
     sub.disconnect()
