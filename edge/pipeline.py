@@ -120,6 +120,7 @@ class CameraWorker:
         self._last_sent: dict[str, tuple[int, int]] | None = None
         self._last_sent_at = 0.0
         self._store_error: str | None = None
+        self._published: tuple[CameraState | None, str | None] = (None, None)  # last status: state, reason (kind)
         self._threads: list[threading.Thread] = []
         self.done = threading.Event()
         self.commands = None
@@ -157,10 +158,17 @@ class CameraWorker:
         self.commands.attach()
 
     # ------------------------------------------------------------------------------ state
-    def _set_state(self, state: CameraState, reason: str | None) -> None:
-        # the publisher compares with what it last published (stats.error may already hold the reason)
+    def _set_state(self, state: CameraState, reason: str | None, *, live_figures: bool = False) -> None:
+        """Record the camera's state and publish it (retained) when it changed since the last status published.
+
+        ``live_figures``: the reason carries a figure that moves every frame (an achieved rate, a count of
+        dropped messages): a new status only when the state or the kind of reason (its text before the first
+        ':') changes, not one per frame."""
         self.stats.state, self.stats.error = state, reason
-        self.publisher.set_status(state, reason)
+        key = (state, reason.split(":", 1)[0] if live_figures and reason else reason)
+        if key != self._published:
+            self._published = key
+            self.publisher.set_status(state, reason)
 
     def _set_decode(self, info: DecodeInfo) -> None:
         self.publisher.set_decode(info.status())
@@ -328,12 +336,10 @@ class CameraWorker:
             self._last_sent_at = now
         overloaded = self._overloaded(camera)
         if self._store_error:
-            self._set_state(CameraState.DEGRADED, self._store_error[:500])
+            self._set_state(CameraState.DEGRADED, self._store_error[:500], live_figures=True)
         elif overloaded:
-            self.stats.error = overloaded
-            self._set_state(CameraState.DEGRADED, overloaded)
+            self._set_state(CameraState.DEGRADED, overloaded, live_figures=True)
         else:
-            self.stats.error = None
             self._set_state(CameraState.ONLINE, None)
 
     def _overloaded(self, camera: CameraConfig) -> str | None:

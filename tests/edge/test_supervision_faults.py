@@ -62,7 +62,7 @@ class Running:
     def close(self) -> None:
         self.runner.stop.set()
         self.thread.join(30)
-        time.sleep(0.3)
+        self.rec.barrier()  # the runner's last statuses (acknowledged before it stopped) have arrived
         self.rec.close()
         _clear_retained(self.broker.host, self.broker.port, {m.topic for m in self.rec.on("/status")})
 
@@ -80,10 +80,16 @@ def _clear_retained(host: str, port: int, topics: set[str]) -> None:
         client.loop_stop()
 
 
+def cleared(status: dict) -> bool:
+    """The camera reports no fault: online, or only ``degraded: overloaded`` (a busy machine analyses fewer frames
+    than analysis_fps asks for; that is not the injected fault)."""
+    return status["state"] == "online" or (status.get("reason") or "").startswith("overloaded")
+
+
 def recovered_after(statuses: list[dict], reason_part: str) -> bool:
-    """A degraded status naming the reason, followed later by online."""
+    """A degraded status naming the reason, followed later by one without a fault."""
     idx = [i for i, s in enumerate(statuses) if s["state"] == "degraded" and reason_part in (s.get("reason") or "")]
-    return bool(idx) and any(s["state"] == "online" for s in statuses[idx[-1] + 1 :])
+    return bool(idx) and any(cleared(s) for s in statuses[idx[-1] + 1 :])
 
 
 def test_capture_crash_restarts_the_stage_with_backoff(shared, tmp_path, detector, system_broker, venue_id,
@@ -149,7 +155,7 @@ def test_detector_exception_restarts_the_stage_with_backoff(shared, tmp_path, de
         before = len(run.occupancy())
         run.wait(lambda: len(run.occupancy()) >= before + 3, 20, "counting after the failures")
         assert run.worker.stats.restarts["detect"] == 3 and run.worker.stats.failures == 3
-        assert run.worker.stats.state.value == "online" and run.worker.stats.error is None
+        assert cleared({"state": run.worker.stats.state.value, "reason": run.worker.stats.error})
     finally:
         run.close()
     pauses = [calls[i + 1] - calls[i] for i in (4, 5, 6)]
@@ -205,7 +211,7 @@ def test_counts_lost_on_a_full_disk_are_counted_as_dropped(shared, tmp_path, tin
         filler.unlink()
         lost = run.worker.stats.unstored
         run.wait(lambda: any(m["seq"] not in seen for m in run.occupancy()), 20, "counts after space is back")
-        run.wait(lambda: run.statuses()[-1]["state"] == "online", 10, "online again")
+        run.wait(lambda: cleared(run.statuses()[-1]), 10, "the store error cleared from the status")
     finally:
         if filler.exists():
             filler.unlink()
