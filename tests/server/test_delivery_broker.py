@@ -64,16 +64,14 @@ class RecordingHub:
             return set(self.seqs)
 
 
-def shipped_limits() -> dict[str, str]:
-    """The broker-wide settings of deploy/mosquitto/mosquitto.conf (before its first listener)."""
+def shipped_limits(conf: Path = DEPLOY_CONF) -> dict[str, str]:
+    """The settings of a shipped Mosquitto config, each as first given (persistence and queue limits are
+    broker-wide wherever they stand)."""
     out: dict[str, str] = {}
-    for line in DEPLOY_CONF.read_text().splitlines():
+    for line in conf.read_text().splitlines():
         words = line.split()
-        if not words or words[0].startswith("#"):
-            continue
-        if words[0] == "listener":
-            break
-        out[words[0]] = " ".join(words[1:])
+        if words and not words[0].startswith("#"):
+            out.setdefault(words[0], " ".join(words[1:]))
     return out
 
 
@@ -204,12 +202,15 @@ def test_messages_sent_while_the_server_is_away_arrive_after_restart(
     assert hub.seqs == seqs
 
 
-def test_shipped_broker_config_keeps_sessions_on_disk() -> None:
-    limits = shipped_limits()
-    assert limits["persistence"] == "true"
+@pytest.mark.parametrize("conf", ["mosquitto/mosquitto.conf", "server/mosquitto.conf", "venue/mosquitto.conf"])
+def test_shipped_broker_config_keeps_sessions_on_disk(conf: str) -> None:
+    """Every Mosquitto config in deploy/ (production, docker compose, venue bridge) keeps sessions and queues."""
+    limits = shipped_limits(DEPLOY_CONF.parents[1] / conf)
+    assert limits["persistence"] == "true" and limits.get("persistence_location")
     assert int(limits["autosave_interval"]) <= 60
-    assert int(limits["max_queued_messages"]) >= FLOOD + 300
+    assert int(limits["max_queued_messages"]) >= max(FLOOD + 300, 1_000_000)  # deploy/mosquitto/README.md
     assert int(limits["max_queued_bytes"]) >= 100 * (FLOOD + 300)
+    assert limits["persistent_client_expiration"].endswith("d") and int(limits["persistent_client_expiration"][:-1]) >= 1
 
 
 # ------------------------------------------------------------------------------ retained occupancy

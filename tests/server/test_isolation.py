@@ -4,8 +4,10 @@ sends the figures of its own moment."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
 from server.clock import SimulatedClock
@@ -33,7 +35,8 @@ def _hub(sqlite_target: DbTarget, venue_id: str, clock: SimulatedClock) -> tuple
     return hub, db
 
 
-def test_a_corrupt_event_does_not_stop_the_others(sqlite_target: DbTarget, venue_id: str, clock: SimulatedClock) -> None:
+def test_a_corrupt_event_does_not_stop_the_others(sqlite_target: DbTarget, venue_id: str, clock: SimulatedClock,
+                                                  caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
     hub, db = _hub(sqlite_target, venue_id, clock)
     with db.session() as s:  # written by something that skipped the API's validation (an old version, SQL by hand)
         s.execute(text(
@@ -54,6 +57,8 @@ def test_a_corrupt_event_does_not_stop_the_others(sqlite_target: DbTarget, venue
     with db.session() as s:
         assert s.execute(text("SELECT occupied FROM section_states")).scalar_one() == 150
     assert hub.failures["bad"] >= 2 and sum(hub.failures.values()) == hub.failures["bad"]  # counted, isolated
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR and "bad" in r.getMessage()]
+    assert len(logged) == 1 and "evaluation of event bad failed" in logged[0].getMessage()  # once a minute
     db.dispose()
 
 
