@@ -9,6 +9,10 @@ with the neighbouring thresholds, so the pick sits on a stable plateau rather th
 fits the sampled frames. The current setting is always scored too, and it is kept unless the pick is
 strictly better on the frames.
 
+The operator's frames are split (`split_frames`): the even-numbered ones *fit* the setting, the odd-numbered
+ones *check* it. A pick that is better on the fit frames but worse than the current setting on the check
+frames is refused (``CalibrationResult.refused``, with both figures): it only fits the frames it was chosen on.
+
 `count_calibration` turns the chosen setting's per-frame counts into the camera's counting error as the MQTT
 contract carries it (`CountCalibration`): ``bias`` = mean of count / true count over the frames, ``spread`` =
 the sample standard deviation of that ratio (0 for a single frame).
@@ -54,6 +58,8 @@ class Trial:
     mean_count: float
     recall: float | None  # share of head points matched to a counted person (point targets only)
     counts: tuple[int, ...] = ()  # people counted in the sections, per frame
+    fit_error: float = 0.0  # mean absolute error on the fit frames (what the search ranks by)
+    check_error: float = 0.0  # mean absolute error on the check frames (never used to rank)
 
     @property
     def label(self) -> str:
@@ -73,10 +79,35 @@ class CalibrationResult:
     recall_before: float | None = None
     recall_after: float | None = None
     counts_after: tuple[int, ...] = ()  # the chosen setting's count on each calibration frame
+    fit_frames: int = 0
+    check_frames: int = 0  # 0: a single frame, nothing held out
+    proposed: Trial | None = None  # the search's pick on the fit frames, when it differs from the current setting
+    current: Trial | None = None  # the current setting's row
+    refused: bool = False  # the pick was better on the fit frames but worse on the check frames: not taken
 
     @property
     def improved(self) -> bool:
         return self.error_after < self.error_before
+
+    def verdict(self) -> str:
+        """One line on the fit/check split: the pick taken, refused, or no change, with both errors."""
+        cur, new = self.current, self.proposed
+        if cur is None:
+            return ""
+        if self.check_frames == 0:
+            return "check: 1 frame only, nothing held out (sample more frames with --frames to check a change)"
+        if new is None:
+            return (
+                f"check: current setting kept (MAE {cur.fit_error:.2f} on {self.fit_frames} fit frames, "
+                f"{cur.check_error:.2f} on {self.check_frames} check frames)"
+            )
+        figures = (
+            f"MAE on {self.fit_frames} fit frames {cur.fit_error:.2f} -> {new.fit_error:.2f}, "
+            f"on {self.check_frames} check frames {cur.check_error:.2f} -> {new.check_error:.2f}"
+        )
+        if self.refused:
+            return f"refused: {new.label} would worsen the error on the check frames ({figures}); setting unchanged"
+        return f"check: {new.label} holds on the check frames ({figures})"
 
     def calibration(self, at: datetime | None = None) -> CountCalibration:
         """The chosen setting's counting error on the calibration frames (see `count_calibration`)."""
@@ -142,6 +173,13 @@ def _is_number(value: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def split_frames(n: int) -> tuple[list[int], list[int]]:
+    """Indices of the fit frames (even) and check frames (odd) of ``n``; one frame is both, nothing is held out."""
+    if n < 2:
+        return list(range(n)), []
+    return list(range(0, n, 2)), list(range(1, n, 2))
 
 
 def counted(layout: Layout, dets: Detections) -> int:
@@ -248,27 +286,38 @@ def search(
     layout = Layout(camera, w, h)
     current = camera.detect
     cache = _Cache(detector, frames, min((*grid.conf, current.conf)), current)
+    fit_idx, check_idx = split_frames(len(frames))
     table: list[Trial] = []
     for cfg in candidates(current, grid, detector):
         dets = cache.detections(cfg)
         counts = np.array([counted(layout, d) for d in dets], float)
         recall = point_recall(points, _in_sections(layout, dets[0])) if points is not None else None
-        error = float(np.mean(np.abs(counts - count)))
-        table.append(Trial(cfg, error, float(counts.mean()), recall, tuple(int(c) for c in counts)))
+        err = np.abs(counts - count)
+        check_error = float(err[check_idx].mean()) if check_idx else float(err[fit_idx].mean())
+        table.append(
+            Trial(cfg, float(err.mean()), float(counts.mean()), recall, tuple(int(c) for c in counts),
+                  float(err[fit_idx].mean()), check_error)
+        )  # fmt: skip
     before = table[0]
     robust = _robust_errors(table)
-    best = min(table, key=lambda t: (robust[id(t)], t.error, -(t.recall or 0.0)))
-    if best.error >= before.error:
-        best = before
+    best = min(table, key=lambda t: (robust[id(t)], t.fit_error, -(t.recall or 0.0)))
+    proposed = None if best.fit_error >= before.fit_error else best
+    refused = proposed is not None and bool(check_idx) and proposed.check_error > before.check_error
+    chosen = before if proposed is None or refused else proposed
     return CalibrationResult(
-        best=best.detect,
+        best=chosen.detect,
         error_before=before.error,
-        error_after=best.error,
+        error_after=chosen.error,
         target=count,
-        table=sorted(table, key=lambda t: t.error),
+        table=sorted(table, key=lambda t: t.fit_error),
         recall_before=before.recall,
-        recall_after=best.recall,
-        counts_after=best.counts,
+        recall_after=chosen.recall,
+        counts_after=chosen.counts,
+        fit_frames=len(fit_idx),
+        check_frames=len(check_idx),
+        proposed=proposed,
+        current=before,
+        refused=refused,
     )
 
 
@@ -288,7 +337,7 @@ def _robust_errors(table: list[Trial]) -> dict[int, float]:
         trials.sort(key=lambda t: t.detect.conf)
         for i, t in enumerate(trials):
             near = trials[max(0, i - 1) : i + 2]
-            out[id(t)] = float(np.mean([n.error for n in near]))
+            out[id(t)] = float(np.mean([n.fit_error for n in near]))
     return out
 
 
@@ -298,10 +347,11 @@ def _in_sections(layout: Layout, dets: Detections) -> Detections:
 
 def format_table(result: CalibrationResult, limit: int = 10) -> str:
     """The best rows of the search as a plain-text table."""
-    lines = [f"{'setting':<40} {'MAE':>6} {'mean':>6} {'recall':>6}"]
+    lines = [f"{'setting':<40} {'MAE':>6} {'check':>6} {'mean':>6} {'recall':>6}  (MAE: fit frames)"]
     for t in result.table[:limit]:
         recall = "" if t.recall is None else f"{t.recall:.2f}"
-        lines.append(f"{t.label:<40} {t.error:>6.2f} {t.mean_count:>6.1f} {recall:>6}")
+        check = f"{t.check_error:.2f}" if result.check_frames else "-"
+        lines.append(f"{t.label:<40} {t.fit_error:>6.2f} {check:>6} {t.mean_count:>6.1f} {recall:>6}")
     return "\n".join(lines)
 
 
@@ -314,4 +364,5 @@ __all__ = [
     "load_points",
     "point_recall",
     "search",
+    "split_frames",
 ]

@@ -313,6 +313,7 @@ def calibrate(
     detector = _detector(cfg, model)
     result = search(detector, sample, cam, target)
     typer.echo(format_table(result))
+    typer.echo(result.verdict())
     typer.echo(f"error before: {result.error_before:.2f}  after: {result.error_after:.2f} (mean |count - target|)")
     try:
         calibration = result.calibration()
