@@ -39,7 +39,7 @@ stamp=.venv/.turnout-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   extras="edge,server"
-  if [ "$mode" = test ]; then extras="edge,server,dev,openvino"; fi  # tests compare OpenVINO with onnxruntime
+  if [ "$mode" = test ]; then extras="edge,server,dev,openvino,quantize"; fi  # tests: OpenVINO vs onnxruntime, int8
   .venv/bin/python -m pip install -q -e ".[${extras}]"
   touch "$stamp"
 fi
