@@ -7,6 +7,10 @@ images (memory stays bounded however many tiles a frame has); a fixed-batch mode
 Tiles that lie farther than ``roi_margin`` tile sides from every section are not run (``needed_windows``), and a
 camera's `TileGate` (edge/gating.py) lets tiles that barely changed reuse their last detections.
 
+With ``full_frame`` off, a frame where a tile cut box spans half a tile side or more (a person larger than a
+tile, seen in parts) gets one full-frame pass for its whole people (edge/fusion.py `whole_people`), so rule 1
+below drops the fragments; seated cameras, whose people are smaller, never pay for it.
+
 Merging (``merge_tiles``) must neither double-count a person cut by a tile border nor drop close neighbours:
 
 1. A box that touches an *inner* tile edge (not the image border) is *truncated*: the tile saw only part of
@@ -37,6 +41,7 @@ from shapely.geometry.base import BaseGeometry
 from edge.config import DetectConfig, TileConfig
 from edge.detections import Detections
 from edge.detector import Detector, letterbox
+from edge.fusion import has_large_fragment, whole_people
 from edge.gating import TileGate, TileResult, thumbnail
 
 FULL_FRAME = -1  # tile index of the full-frame pass
@@ -192,6 +197,15 @@ def run_tiles(
         "tiles_reused": len(jobs) - len(todo),
         "calls": len(batches(len(todo), det.max_batch)),
     }
+    if not cfg.tiles.full_frame and any(
+        has_large_fragment(r.xyxy, r.truncated, cfg.tiles.size / cfg.tiles.scale) for r in results.values()
+    ):  # a person larger than a tile, seen in parts: one full-frame pass for the whole people (edge/fusion.py)
+        t1 = time.perf_counter()
+        whole = whole_people(det, frame, cfg, conf, cfg.tiles.size / cfg.tiles.scale)
+        results[FULL_FRAME] = TileResult(whole.xyxy, whole.confidence, np.zeros(len(whole), bool))
+        jobs.append((FULL_FRAME, Window(0, 0, w, h)))
+        t_inf += time.perf_counter() - t1
+    timing["inference"] = t_inf * 1e3
     if not results:  # no section near any tile: nothing to run
         return empty_boxes(), timing
     order = [tile_id for tile_id, _ in jobs]
