@@ -295,8 +295,9 @@ def calibrate(
     model: str = ModelOpt,
     write: bool = typer.Option(True, help="Write the best setting and its calibration into the config file."),
 ) -> None:
-    """Search threshold, tile size and scale so this camera's count matches a manual count; measure the
-    chosen setting's counting error (bias, spread) and write both into the camera's config."""
+    """Search threshold, tile size and scale so this camera's count matches a manual count (on the even
+    frames; a pick that worsens the odd, check frames is refused with both errors); measure the chosen
+    setting's counting error (bias, spread) and write both into the camera's config."""
     from edge.calibrate import format_table, load_points, search
     from edge.config import ConfigError
     from edge.sources import SourceError
