@@ -19,6 +19,10 @@ MAE, cameras per box = 2 cores x 1000 CPU-ms/s / (2 analyses/s x CPU-ms), and th
 the CPU's peak fp32 rate / (2 analyses/s x GFLOPs per analysis), with yolo11n at 6.5 GFLOPs per 640x640.
 
     .venv/bin/python benchmarks/bench_cameras.py --peer-python /work/bench-venv/bin/python
+
+``--int8 FILE`` adds Turnout rows for an int8 model of the seated camera (`turnout models quantize`) on
+onnxruntime and OpenVINO; ``--only TEXT`` runs only the contenders whose label contains TEXT (plus the
+onnxruntime fp32 reference).
 """
 
 from __future__ import annotations
@@ -59,9 +63,10 @@ def frames_of(video: str, count: int) -> list[tuple[float, np.ndarray]]:
     return out
 
 
-def measure(frames: list[tuple[float, np.ndarray]], analyse) -> dict:
+def measure(frames: list[tuple[float, np.ndarray]], analyse, warm_up: bool = True) -> dict:
     """Run ``analyse(t, frame) -> (boxes xyxy, extra)`` on each frame: CPU ms, wall ms, boxes, peak RSS."""
-    analyse(*frames[0])  # warm-up (first-call allocations, graph compilation)
+    if warm_up:
+        analyse(*frames[0])  # first-call allocations, graph compilation
     cpu, wall, boxes, extra = [], [], [], []
     for t, frame in frames:
         c0, w0 = time.process_time(), time.perf_counter()
@@ -75,7 +80,7 @@ def measure(frames: list[tuple[float, np.ndarray]], analyse) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ workers
-def turnout_worker(camera: str, runtime: str, precision: str) -> dict:
+def turnout_worker(camera: str, runtime: str, precision: str, model_file: str | None = None) -> dict:
     from edge.config import load_config
     from edge.detector import Detector
     from edge.gating import TileGate
@@ -86,7 +91,7 @@ def turnout_worker(camera: str, runtime: str, precision: str) -> dict:
     cfg = load_config(REPO / path)
     cam = cfg.camera(cam_id)
     model = cfg.model.model_copy(update={"runtime": runtime, "precision": precision})
-    det = Detector.from_config(resolve_model(cfg.model.path), model)
+    det = Detector.from_config(Path(model_file) if model_file else resolve_model(cfg.model.path), model)
     frames = frames_of(str(cam.source), count)
     layout = Layout(cam, *frames[0][1].shape[1::-1])
     state = {"gate": None}
@@ -97,7 +102,7 @@ def turnout_worker(camera: str, runtime: str, precision: str) -> dict:
 
     analyse(*frames[0])
     state["gate"] = TileGate(cam.detect.gate) if cam.gating else None  # warm-up outside the gate's memory
-    return measure(frames, analyse)
+    return measure(frames, analyse, warm_up=False)
 
 
 def ultralytics_worker(camera: str, fmt: str, imgsz: int, conf: float, shared: str) -> dict:
@@ -168,12 +173,14 @@ def count_people(camera: str, boxes: list[list[list[float]]]) -> list[int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer-python", default="/work/bench-venv/bin/python", help="Python with ultralytics")
+    ap.add_argument("--int8", type=Path, help="int8 model of the seated camera (turnout models quantize) to add")
+    ap.add_argument("--only", default="", help="run only contenders whose label contains this text")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         kind, camera, *rest = args.worker
         if kind == "turnout":
-            result = turnout_worker(camera, rest[0], rest[1])
+            result = turnout_worker(camera, rest[0], rest[1], rest[2] if len(rest) > 2 else None)
         else:
             result = ultralytics_worker(camera, rest[0], int(rest[1]), float(rest[2]), rest[3])
         print(json.dumps(result))
@@ -198,6 +205,10 @@ def main() -> None:
             ("Turnout OpenVINO fp32", sys.executable, ["turnout", camera, "openvino", "fp32"]),
             ("Turnout OpenVINO bf16", sys.executable, ["turnout", camera, "openvino", "bf16"]),
         ]
+        if args.int8 and camera == "seated":
+            for runtime, label in (("onnxruntime", "onnxruntime"), ("openvino", "OpenVINO")):
+                contenders.append((f"Turnout {label} int8 ({args.int8.name})", sys.executable,
+                                   ["turnout", camera, runtime, "fp32", str(args.int8)]))
         sizes = (640, 1280) if camera == "seated" else (640,)
         for size in sizes:
             for fmt, label in (("onnx", "ONNX"), ("openvino", "OpenVINO")):
@@ -205,6 +216,8 @@ def main() -> None:
                                    ["ultralytics", camera, fmt, str(size), str(cam.detect.conf), str(shared_dir())]))
         reference: list[int] | None = None
         for label, python, wargs in contenders:
+            if args.only not in label and not label.endswith("onnxruntime fp32"):  # fp32: the reference
+                continue
             res = run_worker(python, wargs)
             if isinstance(res, str):
                 print(f"| {camera} | {label} | not run: {res} | | | | | | | |", flush=True)
