@@ -38,7 +38,7 @@ from tests.edge.mqtt_tools import spool_state
 from tests.server.test_delivery_broker import shipped_limits
 from turnout.embedded_broker import stop_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.isolated]
 
 ROOT = Path(__file__).resolve().parents[2]
 LINK_CUT_S = float(os.environ.get("TURNOUT_LINK_CUT_S", "30"))

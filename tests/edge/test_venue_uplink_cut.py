@@ -43,7 +43,7 @@ from tests.edge.test_mosquitto_acl import _make_certs, _openssl
 from tests.edge.test_venue_bridge import BRIDGE, SERVER, VENUE, Mosquitto, venue_conf
 from turnout.embedded_broker import stop_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.isolated]
 
 ROOT = Path(__file__).resolve().parents[2]
 CUT_S = float(os.environ.get("TURNOUT_UPLINK_CUT_S", "15"))

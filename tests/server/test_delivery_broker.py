@@ -241,6 +241,7 @@ def test_retained_occupancy_is_never_applied(own_broker: Broker, tmp_path: Path,
 
 # ------------------------------------------------------------------------------------ broker outage
 @pytest.mark.slow
+@pytest.mark.isolated
 @pytest.mark.parametrize("first", ["edge", "server"])
 def test_broker_outage_loses_nothing_with_default_settings(
     shipped_broker: ShippedBroker, tmp_path: Path, venue_id: str, first: str
@@ -314,6 +315,7 @@ c.loop_stop()
 
 
 @pytest.mark.slow
+@pytest.mark.isolated
 def test_garbage_flood_does_not_push_out_another_cameras_messages(
     shipped_broker: ShippedBroker, tmp_path: Path, venue_id: str
 ) -> None:

@@ -71,6 +71,7 @@ def metric(server: ServerProcess, name: str, labels: str = "") -> float:
     raise AssertionError(f"{name}{labels} not served")
 
 
+@pytest.mark.isolated
 @pytest.mark.parametrize("db_target", ["postgresql"], indirect=True)
 def test_evaluator_fails_over(db_target: DbTarget, own_broker: Broker, venue_id: str, tmp_path: Path) -> None:
     start = datetime.now(UTC) + timedelta(minutes=60)

@@ -26,6 +26,7 @@ from tests.server.test_restart import ServerProcess
 TICK_S, LEASE_S = 0.2, 1.0
 
 
+@pytest.mark.isolated
 @pytest.mark.parametrize("db_target", ["postgresql"], indirect=True)
 def test_override_on_the_non_holder_takes_effect(db_target: DbTarget, own_broker: Broker, venue_id: str, tmp_path: Path) -> None:
     start = datetime.now(UTC) + timedelta(minutes=60)
