@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,7 +139,7 @@ def test_camera_worker_gates_on_frame_time(camera: CameraConfig, detector: Detec
     t0 = datetime(2026, 11, 30, 20, 0, tzinfo=UTC)
     try:
         for seconds in (0.0, 0.5, 29.0, 30.5):
-            worker._analyse(Frame(frames[0][1], t0 + timedelta(seconds=seconds), 0, 0.0))
+            worker._analyse(Frame(frames[0][1], t0 + timedelta(seconds=seconds), 0, time.monotonic()))
         assert (worker.stats.tiles_run, worker.stats.tiles_reused) == (12, 12)  # ran at 0 and 30.5 s only
     finally:
         worker.close()
