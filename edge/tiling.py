@@ -25,6 +25,8 @@ Merging (``merge_tiles``) must neither double-count a person cut by a tile borde
 4. The one exception, in any tile: a box nested in another (intersection over the smaller >= 0.85) whose top
    edge is level with the other's is the same person boxed twice (upper body and whole body, a pattern of
    upscaled seated people); distinct people never share their head this way.
+5. Low-score boxes (< 0.25) shaped like clutter are dropped (edge/fusion.py `plausible`): thin poles (desk
+   and chair legs), flat desk edges, and boxes far shorter than the frame's confident people (bins, bags).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from shapely.geometry.base import BaseGeometry
 from edge.config import DetectConfig, TileConfig
 from edge.detections import Detections
 from edge.detector import Detector, letterbox
-from edge.fusion import has_large_fragment, whole_people
+from edge.fusion import has_large_fragment, plausible, whole_people
 from edge.gating import TileGate, TileResult, thumbnail
 
 FULL_FRAME = -1  # tile index of the full-frame pass
@@ -261,7 +263,7 @@ def merge_tiles(boxes: TileBoxes, tiles: TileConfig, max_det: int = 300) -> Dete
             xyxy[i, 2:] = np.maximum(xyxy[i, 2:], xyxy[both_fragments, 2:].max(axis=0))
         alive &= ~victims
     idx = np.asarray(keep[:max_det], np.int64)
-    return Detections(xyxy[idx], boxes.scores[idx].astype(np.float32))
+    return plausible(Detections(xyxy[idx], boxes.scores[idx].astype(np.float32)))  # rule 5
 
 
 def detect_tiled(
