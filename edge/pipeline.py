@@ -71,11 +71,23 @@ class CameraStats:
     tiles_skipped: int = 0  # tiles the detector reported as skipped (``tiles_skipped`` in its timing)
     tiles_reused: int = 0  # tiles that reused their last detections (static-scene gating, edge/gating.py)
     sections: dict[str, SectionTally] = field(default_factory=dict)
+    stale: int = 0  # frames replaced in the queue before detection took them (detection slower than the source)
     _times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
+    _stale_times: deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
     def reset_rate(self) -> None:
         """Forget the analysis times (after a stage restart: a pause is not an overload)."""
         self._times.clear()
+        self._stale_times.clear()
+
+    def frame_went_stale(self, now: float) -> None:
+        self.stale += 1
+        self._stale_times.append(now)
+
+    @property
+    def detection_behind(self) -> bool:
+        """Frames went stale in the window the rate is measured over: detection, not the source, sets the pace."""
+        return bool(self._times and self._stale_times and self._stale_times[-1] >= self._times[0])
 
     @property
     def rate_samples(self) -> int:
@@ -232,6 +244,7 @@ class CameraWorker:
         if self._live:
             with contextlib.suppress(queue.Empty):
                 self._frames.get_nowait()  # drop the stale frame: analyse the newest
+                self.stats.frame_went_stale(time.monotonic())
             self._frames.put(frame)
             return
         while not self.stop.is_set():
@@ -343,8 +356,10 @@ class CameraWorker:
             self._set_state(CameraState.ONLINE, None)
 
     def _overloaded(self, camera: CameraConfig) -> str | None:
-        """``overloaded: ...`` when a live camera's achieved analysis rate is under its ``analysis_fps``."""
-        if not self._live or self.stats.rate_samples < OVERLOAD_FRAMES:
+        """``overloaded: ...`` when a live camera's achieved analysis rate is under its ``analysis_fps`` because
+        detection cannot keep up (frames went stale waiting for it); a source that delivers fewer frames (a
+        keyframe-only stream, a slow camera) is not an overload."""
+        if not self._live or self.stats.rate_samples < OVERLOAD_FRAMES or not self.stats.detection_behind:
             return None
         if self.stats.fps >= OVERLOAD_RATIO * camera.analysis_fps:
             return None
