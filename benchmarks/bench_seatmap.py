@@ -12,7 +12,6 @@ redraw the 10,500 seats, and screenshots of the map (docs/screenshots/seatmap-ar
 from __future__ import annotations
 
 import argparse
-import math
 import socket
 import sys
 import tempfile
@@ -31,18 +30,6 @@ LIVE = [str(101 + s) for s in range(6)]
 PASSWORD = "bench-seatmap-pw"
 
 
-def bowl_csv() -> bytes:
-    lines = ["Section;Row Name;Seat Number;pos_x;pos_y"]
-    for s in range(SECTIONS):
-        a0 = 2 * math.pi * s / SECTIONS
-        for r in range(ROWS):
-            rad = 60.0 + r
-            for k in range(SEATS):
-                a = a0 + (k - SEATS // 2) * 0.6 / rad
-                lines.append(f"{101 + s};R{r + 1};{k + 1};{rad * math.cos(a):.3f};{rad * math.sin(a):.3f}")
-    return ("\n".join(lines) + "\n").encode()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", type=Path, default=None, help="Write seatmap-arena-{width}.png here.")
@@ -55,6 +42,7 @@ def main() -> None:
     from server.db.session import Database
     from server.live.state import Reading
     from server.migrations import upgrade
+    from server.sample_data import bowl_chart_csv
     from server.seatmap.store import load_chart
     from server.settings import load_settings
     from server.venues import load_file
@@ -87,7 +75,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         started = time.perf_counter()
-        r = httpx.put(f"{base}/api/v1/venues/{venue}/chart", content=bowl_csv(), timeout=120,
+        r = httpx.put(f"{base}/api/v1/venues/{venue}/chart", content=bowl_chart_csv(SECTIONS, ROWS, SEATS), timeout=120,
                       headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
         r.raise_for_status()
         print(f"chart of {r.json()['seats']:,} seats imported through the API in {time.perf_counter() - started:.2f} s")

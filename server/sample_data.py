@@ -1,4 +1,4 @@
-"""Synthetic registration exports (clearly fake people) for tests, benchmarks and the demo.
+"""Synthetic registration exports (clearly fake people) and seating charts for tests, benchmarks and the demo.
 
 `write_registrations_csv` writes ``n`` rows quickly (numpy + one formatted line per row). A share of the
 rows imitates the Tulsa 2020 pranks: repeated addresses (``+tag`` and Gmail-dot variants), disposable
@@ -7,6 +7,7 @@ mail domains, and sign-up bursts within single minutes.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,3 +86,17 @@ def arrival_share(minutes_to_start: float, *, midpoint: float = -75.0, width: fl
     hi = 1 / (1 + np.exp(-(0 - midpoint) / width))
     x = 1 / (1 + np.exp(-(min(max(minutes_to_start, -240), 0) - midpoint) / width))
     return float((x - lo) / (hi - lo))
+
+
+def bowl_chart_csv(sections: int = 20, rows: int = 25, seats: int = 21) -> bytes:
+    """A seating chart of an arena bowl (CSV, ``;``-separated, an export's header spelling): ``sections``
+    wedges named 101, 102, ... of ``rows`` x ``seats`` (10,500 seats by default) around the plan's centre."""
+    lines = ["Section;Row Name;Seat Number;pos_x;pos_y"]
+    for s in range(sections):
+        a0 = 2 * math.pi * s / sections
+        for r in range(rows):
+            rad = 60.0 + r
+            for k in range(seats):
+                a = a0 + (k - seats // 2) * 0.6 / rad
+                lines.append(f"{101 + s};R{r + 1};{k + 1};{rad * math.cos(a):.3f};{rad * math.sin(a):.3f}")
+    return ("\n".join(lines) + "\n").encode()

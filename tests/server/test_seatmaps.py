@@ -24,6 +24,7 @@ from server.auth import Role
 from server.clock import SimulatedClock
 from server.db.session import Database
 from server.migrations import upgrade
+from server.sample_data import bowl_chart_csv
 from server.seatmap.chart import ChartError, parse_chart
 from server.seatmap.project import PointPairs, ProjectionError, apply, fit_homography, layout_sections, project_seats
 from server.seatmap.store import import_chart, load_chart
@@ -39,19 +40,6 @@ W, H = 1920, 1080
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def bowl_csv(sections: int = 20, rows: int = 25, seats: int = 21) -> bytes:
-    """An arena bowl: ``sections`` wedges of ``rows`` x ``seats`` (10,500 seats by default), header variants."""
-    lines = ["Section;Row Name;Seat Number;pos_x;pos_y"]
-    for s in range(sections):
-        a0 = 2 * math.pi * s / sections
-        for r in range(rows):
-            rad = 60.0 + r
-            for k in range(seats):
-                a = a0 + (k - seats // 2) * 0.6 / rad
-                lines.append(f"{101 + s};R{r + 1};{k + 1};{rad * math.cos(a):.3f};{rad * math.sin(a):.3f}")
-    return ("\n".join(lines) + "\n").encode()
-
-
 def cinema_boxes(shared: Path) -> dict[str, tuple[float, float, float, float]]:
     """The repo's 41 seat boxes (YOLO, normalised) as ``{"A-1": (cx, cy, w, h)}`` in 1920x1080 pixels.
 
@@ -97,7 +85,7 @@ def _db(target: DbTarget) -> Database:
 def test_a_10500_seat_chart_imports_in_seconds_and_replaces_the_last(db_target: DbTarget) -> None:
     db = _db(db_target)
     setup_venue(db, VenueIn(id="arena", name="Arena"), None)
-    data = bowl_csv()
+    data = bowl_chart_csv()
     try:
         with db.session() as s:
             started = time.perf_counter()
