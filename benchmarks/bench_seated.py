@@ -208,7 +208,9 @@ def main() -> None:
     room_passes = [run_passes(det, f, base, not args.no_flip) for f in room]
     gt = np.array(truth, float)
     print(f"dev_people_capston2: {len(rows)} images, {int(gt.sum())} people; classroom: {len(room)} frames x 14")
-    head = f"{'variant':<34} {'conf':>5} {'dev rel':>7} {'MAE':>5} {'bias':>6} {'ms/img':>7} {'room MAE':>8} {'ms/frm':>7}"
+    head = (
+        f"{'variant':<34} {'conf':>5} {'dev rel':>7} {'MAE':>5} {'bias':>6} {'ms/img':>7} {'room MAE':>8} {'ms/frm':>7}"
+    )
     print(head)
     print("-" * len(head))
     for name, confs in VARIANTS:
