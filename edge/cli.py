@@ -147,6 +147,8 @@ def check(config: Path = ConfigOpt, model: str = ModelOpt) -> None:
     typer.echo(
         f"model    {detector.name} input {detector.input_size[1]}x{detector.input_size[0]} on {detector.runtime}"
     )
+    if detector.degraded:
+        typer.secho(f"         degraded: {detector.degraded}", fg=typer.colors.YELLOW)
     problems = 0
     for cam in cfg.cameras:
         try:

@@ -125,8 +125,15 @@ class ModelConfig(_Strict):
     runtime: Literal["onnxruntime", "openvino"] = Field(
         "onnxruntime", description="Inference runtime; both read the same .onnx file (openvino: the openvino extra)."
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: OpenVINO on hardware with BF16 (AVX512_BF16/AMX); checked when the model loads."
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32",
+        description="bf16: OpenVINO on hardware with BF16 (AVX512_BF16/AMX); int8: a model from "
+        "`turnout models quantize` (checked when the model loads).",
+    )
+    fallback: Literal["cpu"] | None = Field(
+        None,
+        description="cpu: when the runtime/provider/device is unavailable at start, run onnxruntime on the CPU "
+        "(same file) and report the cameras degraded; unset: a one-line error, exit 2.",
     )
     providers: list[Literal["cpu", "cuda", "tensorrt", "openvino"]] = Field(
         default_factory=lambda: ["cpu"],

@@ -25,7 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from edge.config import DetectConfig, ModelConfig
 from edge.detections import Detections
-from edge.runtimes import ModelError, Precision, Provider, Runtime, open_backend
+from edge.runtimes import ModelError, Precision, Provider, Runtime, open_with_fallback
 
 if TYPE_CHECKING:
     from edge.gating import TileGate
@@ -134,13 +134,15 @@ class Detector:
         providers: tuple[Provider, ...] | list[Provider] = ("cpu",),
         device: str = "CPU",
         max_batch: int | None = None,
+        fallback: str | None = None,
     ) -> None:
         self.path = Path(model_path)
         self.max_batch = max_batch  # most images per inference call (None: all of a frame's tiles at once)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
-        backend = open_backend(
-            self.path, runtime=runtime, precision=precision, providers=providers, device=device, threads=threads
+        backend, self.degraded = open_with_fallback(  # degraded: why the CPU fallback runs (None: as configured)
+            self.path, runtime=runtime, precision=precision, providers=providers, device=device, threads=threads,
+            fallback=fallback,
         )
         self.backend = backend
         self.runtime = f"{backend.runtime} ({backend.detail})"
@@ -183,6 +185,7 @@ class Detector:
             providers=model.providers,
             device=model.device,
             max_batch=model.max_batch,
+            fallback=model.fallback,
         )
 
     def _names(self, meta: dict[str, str]) -> dict[int, str]:

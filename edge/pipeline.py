@@ -352,6 +352,8 @@ class CameraWorker:
             self._set_state(CameraState.DEGRADED, self._store_error[:500], live_figures=True)
         elif overloaded:
             self._set_state(CameraState.DEGRADED, overloaded, live_figures=True)
+        elif getattr(self.detector, "degraded", None):  # model.fallback: cpu is running instead of the config
+            self._set_state(CameraState.DEGRADED, self.detector.degraded)
         else:
             self._set_state(CameraState.ONLINE, None)
 

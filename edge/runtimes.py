@@ -4,11 +4,13 @@
 and a thread-safe ``run(blob)``. Anything this box cannot do (a runtime package that is not installed, a
 provider missing from the onnxruntime build or failing to start, a device or a precision the hardware lacks)
 raises `RuntimeUnavailable` with one line naming the file and the reason; a file the runtime cannot load
-raises `ModelError`.
+raises `ModelError`. `open_with_fallback` loads onnxruntime on the CPU instead when the configured runtime is
+unavailable and ``model.fallback: cpu`` allows it. ``precision: int8`` needs a quantized file (`is_quantized`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 Runtime = Literal["onnxruntime", "openvino"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "int8"]
 Provider = Literal["cpu", "cuda", "tensorrt", "openvino"]
 
 ORT_PROVIDERS: dict[str, str] = {
@@ -33,6 +35,8 @@ _PROVIDER_HINT: dict[str, str] = {
     "cpu": "reinstall onnxruntime",
 }
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+log = logging.getLogger("turnout.edge")
 
 
 class ModelError(RuntimeError):
@@ -95,13 +99,63 @@ def open_backend(
     threads: int = 2,
 ) -> Backend:
     """Load ``path`` with the chosen runtime; raises `RuntimeUnavailable` / `ModelError` (one line each)."""
+    if precision == "int8" and not is_quantized(path):
+        raise ModelError(
+            f"{path}: model.precision: int8 needs a quantized model and this one has no QuantizeLinear/"
+            "DequantizeLinear or FakeQuantize nodes; make one with `turnout models quantize`"
+        )
     if runtime == "openvino":
         return _openvino(path, precision, device, threads)
     if runtime != "onnxruntime":
         raise RuntimeUnavailable(f"{path}: model.runtime: unknown runtime {runtime!r} (onnxruntime or openvino)")
-    if precision != "fp32":
+    if precision == "bf16":
         raise RuntimeUnavailable(f"{path}: model.precision: {precision} needs model.runtime: openvino")
     return _onnxruntime(path, list(providers) or ["cpu"], threads)
+
+
+def open_with_fallback(
+    path: Path,
+    *,
+    runtime: Runtime = "onnxruntime",
+    precision: Precision = "fp32",
+    providers: tuple[Provider, ...] | list[Provider] = ("cpu",),
+    device: str = "CPU",
+    threads: int = 2,
+    fallback: str | None = None,
+) -> tuple[Backend, str | None]:
+    """`open_backend`, or with ``fallback="cpu"`` onnxruntime on the CPU (same file) when the configured runtime,
+    provider, device or precision is unavailable; returns the backend and the degraded reason (None: as
+    configured). A file that cannot be loaded at all (`ModelError`) is never masked."""
+    try:
+        return open_backend(
+            path, runtime=runtime, precision=precision, providers=providers, device=device, threads=threads
+        ), None
+    except RuntimeUnavailable as exc:
+        if fallback != "cpu":
+            raise
+        why = str(exc).removeprefix(f"{path}: ")
+    backend = open_backend(path, runtime="onnxruntime", precision="int8" if precision == "int8" else "fp32",
+                           providers=("cpu",), threads=threads)
+    reason = f"fallback: running onnxruntime on the CPU (model.fallback: cpu) because {why}"
+    log.warning("%s: %s", path, reason)
+    return backend, reason[:500]
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether ``path`` is an int8 model: ONNX QuantizeLinear/DequantizeLinear (QDQ) or QLinear*/Integer nodes,
+    or FakeQuantize layers of an OpenVINO IR (.xml)."""
+    if path.suffix == ".xml":
+        return 'type="FakeQuantize"' in path.read_text(errors="replace")
+    try:
+        import onnx
+    except ImportError:  # the edge does not need onnx: op types are plain strings in the protobuf
+        data = path.read_bytes()
+        return any(op.encode() in data for op in QUANT_OPS)
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # a DecodeError for files that are not ONNX
+        raise ModelError(f"{path}: not a loadable ONNX model: {str(exc).splitlines()[0][:200]}") from None
+    return any(node.op_type in QUANT_OPS for node in graph.node)
 
 
 def _onnxruntime(path: Path, providers: list[str], threads: int) -> Backend:
@@ -186,7 +240,7 @@ def _openvino(path: Path, precision: str, device: str, threads: int) -> Backend:
         for key in ("names", "stride", "imgsz", "end2end"):
             if model.has_rt_info(["framework", key]):
                 metadata[key] = model.get_rt_info(["framework", key]).astype(str)
-    hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+    hint = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}[precision]  # int8: quantized layers run in int8
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if device == "CPU":
         config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -205,7 +259,7 @@ def _openvino(path: Path, precision: str, device: str, threads: int) -> Backend:
 
     return Backend(
         "openvino",
-        f"{device} {hint}",
+        f"{device} {'int8' if precision == 'int8' else hint}",
         model.inputs[0].get_any_name(),
         _dims(model.inputs[0].get_partial_shape()),
         _dims(model.outputs[0].get_partial_shape()),

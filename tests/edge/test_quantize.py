@@ -11,6 +11,7 @@ import pytest
 
 from edge.config import load_config
 from edge.detector import Detector
+from edge.runtimes import is_quantized
 from models.quantize import gate, quantize_for_camera
 from tests.edge.conftest import run_turnout
 
@@ -31,7 +32,8 @@ def test_int8_model_is_written_within_the_gate_and_refused_beyond_it(shared: Pat
     assert res.int8_error - res.fp32_error <= 0.02  # the gate: within 2 points of fp32
     ops = {node.op_type for node in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantized, not a copy
-    int8 = Detector(out, threads=2)
+    assert is_quantized(out) and not is_quantized(src)
+    int8 = Detector(out, threads=2, precision="int8")  # model.precision: int8 accepts the quantized file
     assert len(int8.detect(frame, cam.detect)) >= 3  # a usable detector: the walkers are found
     # the same int8 model behind a gate it cannot pass (-1): nothing is written, both errors are reported
     candidate = tmp_path / "candidate.onnx"
