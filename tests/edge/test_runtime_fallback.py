@@ -44,7 +44,7 @@ def test_missing_openvino_device_falls_back_to_cpu_and_reports_degraded(
     path = write_config(cfg)
     sub = Recorder(system_broker.host, system_broker.port, f"turnout/v1/{venue_id}/#")
     try:
-        result = run_turnout("edge", "run", "--config", str(path), "--duration", "8", timeout=60)
+        result = run_turnout("edge", "run", "--config", str(path), "--duration", "6", timeout=60)
         sub.barrier()
     finally:
         sub.close()

@@ -57,9 +57,9 @@ def test_openvino_and_onnxruntime_count_the_same_people_on_the_shared_videos(
     classroom = load_config(REPO / "deploy/edge-classroom.yaml").cameras[0]
     assert classroom.detect.mode == "tiled"
     cases = [
-        ("vtest", shared / "models/yolo11n-recon.onnx", vtest.detect, list(every_nth(Path(str(vtest.source)), 7, 100))),
+        ("vtest", shared / "models/yolo11n-recon.onnx", vtest.detect, list(every_nth(Path(str(vtest.source)), 8, 96))),
         ("classroom", shared / "models/yolo11n-recon-dyn.onnx", classroom.detect,
-         list(every_nth(Path(str(classroom.source)), 35, 8))),
+         list(every_nth(Path(str(classroom.source)), 45, 6))),
     ]
     diffs: list[int] = []
     people = 0
