@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -211,7 +212,7 @@ def test_pipeline_counts_seats_from_the_stored_reference(
     def occupied_after(frames: range, scaled: bool = False) -> int:
         for i in frames:  # analysed frames 10 s apart
             img, size = (small, (1280, 720)) if scaled else (image, None)
-            worker._analyse(Frame(img, t0 + timedelta(seconds=10 * i), i, 0.0, size))
+            worker._analyse(Frame(img, t0 + timedelta(seconds=10 * i), i, time.monotonic(), size))
         return worker.stats.sections["lot"].occupied
 
     try:
