@@ -279,8 +279,10 @@ def run_demo(
     registrations = registrations or int(os.environ.get("TURNOUT_DEMO_REGISTRATIONS", "100000"))
     password = os.environ.get("TURNOUT_DEMO_PASSWORD") or secrets.token_urlsafe(9)
     stop = threading.Event()
+    # Ctrl-C and SIGTERM end the demo through `stop` (set explicitly: a shell that starts the demo in the
+    # background hands it SIGINT ignored, and Python would then never raise KeyboardInterrupt)
     previous = (
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         if threading.current_thread() is threading.main_thread()
         else None
     )
@@ -375,8 +377,8 @@ def run_demo(
             except Exception as exc:  # the demo still stops cleanly
                 print(f"demo: report not written: {exc}", file=sys.stderr)
         tmp.cleanup()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
         print("demo: stopped", flush=True)
 
 
