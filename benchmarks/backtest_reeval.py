@@ -10,6 +10,7 @@ replay. With unchanged code it reproduces `turnout backtest` exactly.
     python benchmarks/backtest_reeval.py record --events 600 --seed 7 --out bank7.pkl
     python benchmarks/backtest_reeval.py evaluate bank7.pkl --rules '{"cancel_not_before": 0.3}'
     python benchmarks/backtest_reeval.py evaluate bank7.pkl --params '{"rate_sigma": 0.2}'
+    python benchmarks/backtest_reeval.py census bank7.pkl   # what held each decision back at the deadline
 
 Tune on one seed, check on another (docs/benchmarks.md, "An independent seed").
 """
@@ -17,6 +18,7 @@ Tune on one seed, check on another (docs/benchmarks.md, "An independent seed").
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import pickle
 import tempfile
@@ -30,7 +32,7 @@ import numpy as np
 import server.forecast as forecast
 import server.live.evaluate as evaluate_module
 from server import backtest
-from server.decision import DecisionMemory, DecisionState, step
+from server.decision import DecisionMemory, DecisionRules, DecisionState, step
 from server.replay import ReplayEngine
 from server.settings import Settings
 
@@ -121,6 +123,61 @@ def evaluate(path: Path, rules_over: dict[str, Any], params_over: dict[str, Any]
     print(f"wrong cancels: {len(wrong)} {wrong}")
 
 
+def _blockers(fc: Any, rules: DecisionRules, held: bool) -> str:
+    """Why `propose` could not cancel on this forecast (the checks of `server.decision.propose`, named)."""
+    if fc is None or fc.p_reach_target is None:
+        return "no forecast"
+    why = []
+    if held:
+        why.append("too few cameras live")
+    if fc.method == "registrations" or fc.fitted_points < rules.min_fitted_points:
+        why.append("too few fitted points")
+    if fc.method != "counted" and fc.expected_share_in < rules.min_share_in:
+        why.append("under min_share_in of the crowd in")
+    if fc.accelerating:
+        why.append("accelerating")
+    if fc.paused:
+        why.append("paused")
+    if fc.registrations_expect_target:
+        why.append("honest registrations expect the target")
+    if not why:
+        why.append(f"p > {rules.cancel_max_risk:g}" if fc.p_reach_target > rules.cancel_max_risk else "hold not yet met")
+    return ", ".join(why)
+
+
+def _census_chunk(args: tuple[Path, int, int]) -> list[tuple[str, str, str]]:
+    path, part, parts = args
+    curve = tuple(map(tuple, Settings(database_url="sqlite:///unused.db").arrival_curve))
+    bank = [e for e in pickle.loads(path.read_bytes()) if e["rules"] is not None and e["event"].final <= 0.6 * e["event"].target]
+    out = []
+    for e in bank[part::parts]:
+        event, rules = e["event"], e["rules"]
+        shapes = forecast.ShapeBank(forecast.build_shapes(curve, float(event.doors_min)))
+        memory = DecisionMemory(state=DecisionState.undecided, since=e["ticks"][0][0])
+        last: tuple[Any, bool] = (None, True)
+        for now, kw, held in e["ticks"]:
+            if (now - rules.start).total_seconds() / 60 > event.deadline_min:
+                break
+            fc = None if kw is None else forecast.forecast_final(**kw, shapes=shapes)
+            memory = step(memory, None if held else fc, rules, now)
+            last = (fc, held)
+        reason = "cancelled" if memory.state == DecisionState.cancel_overflow else _blockers(last[0], rules, last[1])
+        out.append((event.shape, memory.state.value, reason))
+    return out
+
+
+def census(path: Path, jobs: int = 2) -> None:
+    """For the small events (final <= 60 % of target): what held the cancel back at the deadline, and by shape."""
+    with ProcessPoolExecutor(jobs) as pool:
+        res = [r for c in pool.map(_census_chunk, [(path, k, jobs) for k in range(jobs)]) for r in c]
+    print(f"small events: {len(res)}, cancelled by the deadline: {sum(r[2] == 'cancelled' for r in res)}")
+    for reason, n in collections.Counter(r[2] for r in res if r[2] != "cancelled").most_common():
+        print(f"  {n:4d}  {reason}")
+    by_shape = collections.Counter((r[0], r[2] == "cancelled") for r in res)
+    for shape in sorted({r[0] for r in res}):
+        print(f"  {shape:12s} cancelled {by_shape[(shape, True)]}/{by_shape[(shape, True)] + by_shape[(shape, False)]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -132,8 +189,12 @@ def main() -> None:
     ev.add_argument("bank", type=Path)
     ev.add_argument("--rules", default="{}", help="DecisionRules overrides, JSON")
     ev.add_argument("--params", default="{}", help="ForecastParams overrides, JSON")
+    ce = sub.add_parser("census", help="what held each small event's cancel back at the deadline")
+    ce.add_argument("bank", type=Path)
     args = ap.parse_args()
-    if args.cmd == "record":
+    if args.cmd == "census":
+        census(args.bank)
+    elif args.cmd == "record":
         record(args.events, args.seed, args.out)
     else:
         evaluate(args.bank, json.loads(args.rules), json.loads(args.params))
