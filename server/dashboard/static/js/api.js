@@ -104,5 +104,18 @@ const Turnout = (() => {
       });
   }
 
-  return { session, saveSession, clearSession, requireLogin, api, fmt, pct, ago, el, setupHeader };
+  // A canvas drawn at w x h CSS pixels, sharp on high-density screens: its 2-D context, cleared, in CSS pixels.
+  function canvasContext(c, w, h) {
+    const dpr = window.devicePixelRatio || 1;
+    c.style.width = `${w}px`;
+    c.style.height = `${h}px`;
+    c.width = Math.round(w * dpr);
+    c.height = Math.round(h * dpr);
+    const g = c.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, w, h);
+    return g;
+  }
+
+  return { session, saveSession, clearSession, requireLogin, api, fmt, pct, ago, el, setupHeader, canvasContext };
 })();

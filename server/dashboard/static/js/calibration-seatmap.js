@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const { api, el } = Turnout;
+  const { api, el, canvasContext } = Turnout;
   const NS = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
   let geo = null; // the chart (GET /venues/{venue}/chart/seats)
@@ -56,14 +56,7 @@
   function drawPlan() {
     const c = $("plan");
     view = layout(c);
-    const dpr = window.devicePixelRatio || 1;
-    c.style.width = `${view.w}px`;
-    c.style.height = `${view.h}px`;
-    c.width = Math.round(view.w * dpr);
-    c.height = Math.round(view.h * dpr);
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, view.w, view.h);
+    const g = canvasContext(c, view.w, view.h);
     const r = Math.max(1, Math.min(4, view.scale * 0.35));
     g.fillStyle = "#4fb3d9";
     g.beginPath();

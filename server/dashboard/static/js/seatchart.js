@@ -4,7 +4,7 @@
 "use strict";
 
 const TurnoutSeatChart = (() => {
-  const { api, fmt } = Turnout;
+  const { api, fmt, canvasContext } = Turnout;
   // occupied, empty (a live camera sees it free), unseen (no live camera sees it): distinct in lightness too
   const COLORS = { o: "#ff7b5c", e: "#4fb3d9", u: "#3a4452" };
   const REFRESH_MS = 2000;
@@ -95,14 +95,7 @@ const TurnoutSeatChart = (() => {
     const c = canvas();
     if (!geo || !c || c.hidden) return;
     view = layout(c);
-    const dpr = window.devicePixelRatio || 1;
-    c.style.width = `${view.w}px`;
-    c.style.height = `${view.h}px`;
-    c.width = Math.round(view.w * dpr);
-    c.height = Math.round(view.h * dpr);
-    const g = c.getContext("2d");
-    g.setTransform(dpr, 0, 0, dpr, 0, 0);
-    g.clearRect(0, 0, view.w, view.h);
+    const g = canvasContext(c, view.w, view.h);
     const px = (x) => view.ox + x * view.scale;
     const py = (y) => view.oy + y * view.scale;
     g.strokeStyle = "#6e7681";
