@@ -27,7 +27,14 @@ from typing import Any
 
 import yaml
 
-from turnout.embedded_broker import RunningBroker, free_port, start_broker, stop_process, wait_for_port
+from turnout.embedded_broker import (
+    RunningBroker,
+    die_with_parent,
+    free_port,
+    start_broker,
+    stop_process,
+    wait_for_port,
+)
 from turnout.paths import DEFAULT_MODEL, ModelNotFoundError, resolve_model, shared_dir
 from turnout.simulator import SIM_PREFIX, ArenaPlan, SimClock, VenueSimulator, arena_plan
 
@@ -342,6 +349,7 @@ def run_demo(
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=_edge_env(),
+                preexec_fn=die_with_parent(),  # a demo killed with -9 takes its edge with it
             )
             cleanups.append(lambda: _stop_process(edge, log_file))
             print(f"demo: real edge on {video_path.name} with {model.name} (camera {EDGE_CAMERA})", flush=True)

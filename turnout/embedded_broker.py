@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -16,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +44,28 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for children that must not outlive this process, however it ends (kill -9
+    included): on Linux the kernel sends the child SIGTERM when the thread that started it dies. None
+    elsewhere (there a killed parent still leaves the child running). Start children from the main thread.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only makes the call
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call: nobody will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -139,8 +165,14 @@ class MosquittoBroker:
 
     def start(self, timeout: float = 10.0) -> MosquittoBroker:
         conf = Path(self._dir.name) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
-        self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # `user`: run as whoever runs the demo; started as root, mosquitto would switch to its own user, and a
+        # change of user clears the "die with the parent" signal (prctl(2))
+        user = pwd.getpwuid(os.getuid()).pw_name
+        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\nuser {user}\n")
+        self.proc = subprocess.Popen(
+            [self.exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
+        )
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             raise RuntimeError(f"mosquitto did not start on {self.host}:{self.port}")

@@ -121,3 +121,52 @@ def test_demo_reaches_overflow_decision(shared: Path, browser, tmp_path: Path, s
     assert "Cancel the overflow event" in html and "<script src" not in html
     rows = (report / "report-demo-rally.csv").read_text().splitlines()
     assert len(rows) > 10 and rows[0].count(",") >= 3, rows[:3]
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Live descendants of ``pid`` (pid -> command line), from /proc."""
+    out: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            for child in map(int, task.read_text().split()):
+                out[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_demo_killed_with_sigkill_takes_its_edge_and_broker_with_it(shared: Path, tmp_path: Path) -> None:
+    """kill -9 on the demo (no handler runs) must not leave its edge or its Mosquitto running: an orphaned
+    edge keeps a camera open and publishing, an orphaned broker keeps the port."""
+    env = dict(os.environ, TURNOUT_DEMO_PASSWORD=PASSWORD, PYTHONUNBUFFERED="1")
+    env.setdefault("TURNOUT_MODEL_DIR", str(shared / "models"))
+    cmd = [sys.executable, "-m", "turnout.cli", "demo", "--speed", "60", "--port", "0", "--duration", "600",
+           "--report-dir", str(tmp_path / "report")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    lines: list[str] = []
+    children: dict[int, str] = {}
+    try:
+        _wait_ready(proc, lines, 90)
+        children = _descendants(proc.pid)
+        edge = [p for p, cmd in children.items() if "edge run" in cmd]
+        broker = [p for p, cmd in children.items() if "mosquitto" in cmd]
+        assert edge, children
+        if "mosquitto" in "".join(lines):
+            assert broker, children
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: not any(_alive(p) for p in children), 20, f"the demo's children to exit: {children}")
+    finally:
+        proc.kill()
+        proc.wait(10)
+        for pid in children:  # a failed run must not leave them behind either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
