@@ -120,13 +120,43 @@ def arrival_curve(kind: str, rng: np.random.Generator, minutes: np.ndarray, door
 
 
 # ----------------------------------------------------------------------------------------- generator
-def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list[Recorded]]:
-    """Event ``index`` of the bank ``seed``: its truth, a venue file and a recording."""
+@dataclass(frozen=True)
+class Truth:
+    """What really happens at one simulated event, minute by minute (before any camera sees it)."""
+
+    capacity: int
+    doors_min: int
+    deadline_min: int
+    threshold: float
+    shape: str
+    demand: int
+    n_cams: int
+    seats: np.ndarray
+    """Seats per section (section j is seen by camera j mod n_cams)."""
+    calibrated: bool
+    outage: bool
+    queue_camera: bool
+    bias: np.ndarray
+    """Each camera's counting bias (what it reports / what is there)."""
+    fill_pref: np.ndarray
+    minutes: np.ndarray
+    """Minutes to the start, one per minute from 10 minutes before doors-open to the start."""
+    inside: np.ndarray
+    queue: np.ndarray
+    """People queueing outside (zero without a queue camera)."""
+    registrations: str
+
+    @property
+    def final(self) -> int:
+        return round(float(self.inside[-1]))
+
+
+def simulate(index: int, seed: int) -> tuple[Truth, np.random.Generator]:
+    """Event ``index`` of the bank ``seed``: what happens, and the generator to draw what cameras see."""
     rng = np.random.default_rng([seed, index])
     capacity = int(rng.choice([4_000, 8_000, 19_000]))
     doors = -int(rng.choice([120, 180, 240]))
     deadline = -int(rng.choice([45, 60, 75]))
-    threshold = 0.9
     shape = str(rng.choice(SHAPES, p=SHAPE_MIX))
     demand = int(capacity * rng.uniform(0.1, 1.1))
     n_cams = int(rng.integers(4, 7))
@@ -138,11 +168,29 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
     queue_camera = bool(rng.random() < 0.5)
     bias = rng.uniform(0.7, 1.1, n_cams)
     fill_pref = rng.uniform(0.6, 1.4, n_sections)
+    minutes = np.arange(doors - 10, 1, 1.0)
+    share = arrival_curve(shape, rng, minutes, doors)
+    wanting = demand * share  # people who have arrived at the gates (or would have)
+    wait = rng.uniform(5, 25)
+    inside = np.minimum(demand * arrival_curve_shifted(share, minutes, wait), capacity)
+    queue = np.maximum(wanting - inside, 0) if queue_camera else np.zeros_like(wanting)
+    reg_kind = str(rng.choice(["honest", "none", "inflated", "tulsa"], p=[0.4, 0.2, 0.2, 0.2]))
+    truth = Truth(
+        capacity, doors, deadline, 0.9, shape, demand, n_cams, seats, calibrated, outage, queue_camera, bias,
+        fill_pref, minutes, inside, queue, reg_kind,
+    )
+    return truth, rng
 
+
+def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list[Recorded]]:
+    """Event ``index`` of the bank ``seed``: its truth, a venue file and a recording."""
+    t, rng = simulate(index, seed)
+    capacity, doors, deadline, threshold, n_cams, seats = t.capacity, t.doors_min, t.deadline_min, t.threshold, t.n_cams, t.seats
+    n_sections = len(seats)
     venue = f"bt{index}"
     cams = [f"cam{i}" for i in range(n_cams)]
     sections = [{"id": f"s{j}", "name": f"S{j}", "seats": int(seats[j]), "cameras": [cams[j % n_cams]]} for j in range(n_sections)]
-    if queue_camera:
+    if t.queue_camera:
         cams.append("plaza")
         sections.append({"id": "gate", "name": "Gate queue", "seats": 0, "cameras": ["plaza"], "kind": "queue"})
     setup = {
@@ -167,17 +215,10 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
     path = workdir / f"venue-{index}.yaml"
     path.write_text(yaml.safe_dump(setup, sort_keys=False))
 
-    minutes = np.arange(doors - 10, 1, 1.0)
-    share = arrival_curve(shape, rng, minutes, doors)
-    wanting = demand * share  # people who have arrived at the gates (or would have)
-    wait = rng.uniform(5, 25)
-    inside = np.minimum(demand * arrival_curve_shifted(share, minutes, wait), capacity)
-    queue = np.maximum(wanting - inside, 0) if queue_camera else np.zeros_like(wanting)
-    final = round(float(inside[-1]))
-    reg_kind = str(rng.choice(["honest", "none", "inflated", "tulsa"], p=[0.4, 0.2, 0.2, 0.2]))
+    minutes, inside, queue, bias, calibrated = t.minutes, t.inside, t.queue, t.bias, t.calibrated
 
     silent: dict[str, tuple[float, float]] = {}
-    if outage:
+    if t.outage:
         for cam in rng.choice(cams[:n_cams], size=int(rng.integers(1, 3)), replace=False):
             t0 = float(rng.uniform(doors + 30, -40))
             silent[str(cam)] = (t0, t0 + float(rng.uniform(10, 30)))
@@ -193,7 +234,7 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
     seq = dict.fromkeys(cams, 0)
     for k, m in enumerate(minutes):
         ts = START + timedelta(minutes=float(m))
-        in_sections = _spread(inside[k], seats, fill_pref, rng)
+        in_sections = _spread(inside[k], seats, t.fill_pref, rng)
         for i, cam in enumerate(cams):
             if cam in silent and silent[cam][0] <= m < silent[cam][1]:
                 continue
@@ -219,7 +260,8 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
             }
             msgs.append(Recorded(ts, f"turnout/v1/{venue}/{cam}/occupancy", json.dumps(payload).encode()))
     event = SimEvent(
-        index, capacity, doors, deadline, threshold, shape, demand, final, reg_kind, calibrated, outage, queue_camera
+        index, capacity, doors, deadline, threshold, t.shape, t.demand, t.final, t.registrations, calibrated, t.outage,
+        t.queue_camera,
     )
     return event, path, msgs
 
