@@ -11,7 +11,9 @@ Evaluated from doors-open to the overflow deadline with ``p = P(final >= target)
 * otherwise the state does not change.
 
 Hysteresis: a new state must be proposed continuously for ``hold_s`` (event time; ``needed_hold_s`` for
-``overflow_needed``, shorter as it is cheap to undo) before it is taken.
+``overflow_needed``, shorter as it is cheap to undo) before it is taken, except at the last evaluation
+before the deadline (``final_call_s``): the state freezes next, so there is no flapping left to guard
+against, and a proposal then is taken rather than left to the organizer as ``undecided``.
 A decision never falls back to ``undecided``; before the deadline it is *reversed* when the evidence holds
 the opposite threshold as long (``reversed_from`` says so). At the deadline the state freezes; an
 ``undecided`` state at the deadline means the organizer must decide. An operator override also freezes it.
@@ -55,6 +57,9 @@ class DecisionRules:
     needed_hold_s: float = 120.0
     """The same for ``overflow_needed``: shorter, because keeping a stage ready is cheap to undo."""
     start: datetime | None = None
+    final_call_s: float = 0.0
+    """Within this long before the deadline (the evaluation interval: the last evaluation before it) a
+    proposal is taken without waiting out the hold."""
     cancel_max_risk: float = 0.02
     needed_min_probability: float = 0.8
     min_fitted_points: int = 3
@@ -118,6 +123,8 @@ def step(
         memory = replace(memory, candidate=proposal, candidate_since=now)
     assert memory.candidate_since is not None
     hold = rules.needed_hold_s if proposal == DecisionState.overflow_needed else rules.hold_s
+    if rules.deadline is not None and (rules.deadline - now).total_seconds() <= rules.final_call_s:
+        hold = 0.0  # the last evaluation before the deadline: nothing left to flap
     if (now - memory.candidate_since).total_seconds() >= hold:
         reversed_from = memory.state if memory.state != DecisionState.undecided else None
         return DecisionMemory(state=proposal, since=now, reversed_from=reversed_from)

@@ -118,7 +118,7 @@ class ReplayEngine:
             if first is None:
                 return
             clock = SimulatedClock(first.ts)
-            hub = LiveHub(self.settings, db, clock)
+            hub = LiveHub(self.settings.model_copy(update={"tick_s": tick_s}), db, clock)  # rules know the tick
             hub.alerts.set_publisher(lambda _topic, payload: emit({"ts": clock.now().isoformat(), "alert": json.loads(payload)}))
             hub.reload()
             step = timedelta(seconds=tick_s)

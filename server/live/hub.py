@@ -178,6 +178,7 @@ class LiveHub:
                 min_share_in=st.min_share_in_for_decision,
                 cancel_not_before=st.cancel_not_before,
                 start=ev.start,
+                final_call_s=st.tick_s,
             )
         doors_min = (ev.doors_open - ev.start).total_seconds() / 60.0
         return EvalRules(

@@ -157,6 +157,17 @@ def test_decision_is_asymmetric_held_and_reversible_before_the_deadline() -> Non
     assert step(n, _f(0.9), quick, t + timedelta(seconds=60)).state == DecisionState.overflow_needed
     c = step(DecisionMemory(DecisionState.undecided, t), _f(0.01), quick, t)
     assert step(c, _f(0.01), quick, t + timedelta(seconds=60)).state == DecisionState.undecided
+    # the last evaluation before the deadline takes a proposal without the hold (the state freezes next)
+    last = _rules(final_call_s=60.0)
+    late = step(DecisionMemory(DecisionState.undecided, t), _f(0.01), last, START - timedelta(minutes=62))
+    assert late.state == DecisionState.undecided  # two minutes before: still held
+    assert step(late, _f(0.01), last, START - timedelta(minutes=61)).state == DecisionState.cancel_overflow
+    assert step(late, _f(0.01), r, START - timedelta(minutes=61)).state == DecisionState.undecided
+    fresh = step(DecisionMemory(DecisionState.undecided, t), _f(0.9), last, START - timedelta(seconds=3630))
+    assert fresh.state == DecisionState.overflow_needed  # first proposed at the last evaluation: taken
+    assert step(DecisionMemory(DecisionState.undecided, t), _f(0.5), last, START - timedelta(minutes=61)).state == (
+        DecisionState.undecided
+    )
     frozen = step(m, _f(0.0), r, START - timedelta(minutes=60))
     assert frozen.frozen and frozen.state == DecisionState.overflow_needed
     assert step(frozen, _f(0.0), _rules(hold_s=0), START - timedelta(minutes=30)) == frozen
