@@ -14,6 +14,11 @@ does better than a posterior fitted to the generator itself is taking risks the 
 
     python benchmarks/backtest_bound.py                       # pool 300,000, bank seed 2020 (1,000 events)
     python benchmarks/backtest_bound.py --pool 50000 --bank-seed 7 --events 600
+    python benchmarks/backtest_bound.py --turnout bank2020.pkl   # + reliability of both, side by side
+
+``--turnout`` takes a bank recorded by ``benchmarks/backtest_reeval.py record`` (same seed and events) and
+tabulates, by the probability each gave at the last evaluation before the deadline, how many events reached
+the target: Turnout's forecast against the oracle's.
 
 Needs scikit-learn (``pip install scikit-learn``; the ``quantize`` extra brings it). About 2 minutes.
 """
@@ -21,7 +26,10 @@ Needs scikit-learn (``pip install scikit-learn``; the ``quantize`` extra brings 
 from __future__ import annotations
 
 import argparse
+import itertools
+import pickle
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,6 +74,40 @@ def sample(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, list[backtest.Tru
     return np.array(xs), np.array(ratios), truths
 
 
+def turnout_probabilities(bank_path: Path) -> dict[int, float]:
+    """P(final >= target) of Turnout's forecast at the last evaluation before each event's deadline."""
+    import server.forecast as forecast
+    from server.settings import Settings
+
+    curve = tuple(map(tuple, Settings(database_url="sqlite:///unused.db").arrival_curve))
+    out: dict[int, float] = {}
+    for e in pickle.loads(bank_path.read_bytes()):
+        event, rules = e["event"], e["rules"]
+        if rules is None:
+            continue
+        last = None
+        for now, kw, _held in e["ticks"]:
+            if (now - rules.start).total_seconds() / 60 > event.deadline_min - 1:
+                break
+            last = kw if kw is not None else last
+        if last is None:
+            continue
+        shapes = forecast.ShapeBank(forecast.build_shapes(curve, float(event.doors_min)))
+        fc = forecast.forecast_final(**last, shapes=shapes)
+        if fc is not None and fc.p_reach_target is not None:
+            out[event.index] = fc.p_reach_target
+    return out
+
+
+def reliability(name: str, p: np.ndarray, ratio: np.ndarray) -> None:
+    print(f"{name}: events and share that reached the target, by P(final >= target) at the deadline")
+    edges = (0.0, 0.005, 0.02, 0.05, 0.2, 0.5, 0.8, 0.95, 1.0001)
+    for lo, hi in itertools.pairwise(edges):
+        m = (p >= lo) & (p < hi)
+        if m.any():
+            print(f"  P {lo:5.3f}-{min(hi, 1):5.3f}: {m.sum():4d} events, {np.mean(ratio[m] >= 1.0):6.1%} reached")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=300_000, help="events the oracle learns from")
@@ -73,6 +115,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1000)
     ap.add_argument("--cancel-max-risk", type=float, default=0.02)
     ap.add_argument("--needed-min-probability", type=float, default=0.8)
+    ap.add_argument("--turnout", type=Path, help="a bank recorded by backtest_reeval.py record, to compare with")
     args = ap.parse_args()
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -109,6 +152,12 @@ def main() -> None:
         m = shapes == s
         print(f"  {s:11s} {(cancel & small & m).sum():4d}/{(small & m).sum():<4d} | "
               f"{(needed & large & m).sum():4d}/{(large & m).sum():<4d}")
+
+    if args.turnout is not None:
+        ours = turnout_probabilities(args.turnout)
+        idx = np.array(sorted(i for i in ours if i < len(p)))
+        reliability("Turnout", np.array([ours[i] for i in idx]), r_bank[idx])
+        reliability("oracle", p[idx], r_bank[idx])
 
 
 if __name__ == "__main__":
