@@ -347,13 +347,16 @@ class LiveHub:
                 event.decision = new
                 event.decision_figures = figures
             with self.db.session() as s:
-                store.save_decision(s, event_id, new, figures, by=user)
+                # decision and alert in one commit: a holder that saw the decision without its alert would
+                # publish the same alert again (it adopts saved decisions and reloads alerts every tick)
+                store.save_decision(s, event_id, new, figures, by=user, commit=False)
                 if new.state != DecisionState.undecided:
                     spec = decision_alert(snap.event, new, figures, override_by=user)
                 else:  # withdrawn by hand: the earlier decision alert must not stay active
                     spec = decision_alert(snap.event, new, figures, override_by=user, withdrawn=True)
                 if spec is not None and (new.state != DecisionState.undecided or state is not None):
                     self._raise(s, spec, now)
+                s.commit()
         self._notify()
         return new
 

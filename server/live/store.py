@@ -159,11 +159,13 @@ def write_sample(
 
 
 def save_decision(
-    s: Session, event_id: str, d: DecisionMemory, figures: dict[str, Any], by: str | None = None
+    s: Session, event_id: str, d: DecisionMemory, figures: dict[str, Any], by: str | None = None, commit: bool = True
 ) -> None:
     """Save the decision; a change of state, freeze or override is also appended to ``decision_changes``.
 
-    ``by``: the operator behind this change (an override, or handing it back to automatic).
+    ``by``: the operator behind this change (an override, or handing it back to automatic). ``commit=False``:
+    the caller commits, e.g. together with the decision's alert, so that no other process sees one without
+    the other.
     """
     old = s.get(Decision, event_id)
     was = (old.state, old.frozen, old.override_by) if old is not None else None
@@ -193,7 +195,8 @@ def save_decision(
             figures=figures,
         )
     )
-    s.commit()
+    if commit:
+        s.commit()
 
 
 def figures_ts(figures: dict[str, Any], default: datetime) -> datetime:

@@ -8,7 +8,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from server.clock import SimulatedClock
 from server.db.session import Database
@@ -79,4 +80,35 @@ def test_override_alert_carries_the_figures_of_its_moment(
     assert alert["figures"]["attendance"] == 310  # not the 40 of the last tick
     assert alert["figures"]["at"] == clock.now().isoformat()
     assert "set by ops" in alert["message"]
+    db.dispose()
+
+
+def test_an_override_commits_its_decision_and_its_alert_together(
+    sqlite_target: DbTarget, venue_id: str, clock: SimulatedClock
+) -> None:
+    """Another process (the lease holder) adopts saved decisions and reloads alerts every tick: had it seen the
+    override's decision before its alert, it would have published the same alert a second time (found under
+    load by tests/server/test_override_nonholder.py). At every commit the two must agree."""
+    hub, db = _hub(sqlite_target, venue_id, clock)
+    hub.reload()
+    hub.handle(f"turnout/v1/{venue_id}/cam0/occupancy", _occ(venue_id, "cam0", 1, 40, clock))
+    hub.tick()
+    reader = Database(sqlite_target.url)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def look(_session: Session) -> None:  # what any other process can read right after this commit
+        with reader.session() as s:
+            decision = s.execute(text("SELECT state FROM decisions WHERE event_id = 'ev'")).scalar_one_or_none()
+            alert = s.execute(text("SELECT state FROM alerts WHERE kind = 'overflow_decision'")).scalar_one_or_none()
+        seen.append((decision, alert))
+
+    event.listen(Session, "after_commit", look)
+    try:
+        hub.override_decision("ev", DecisionState.overflow_needed, "ops")
+        hub.override_decision("ev", DecisionState.cancel_overflow, "ops")
+    finally:
+        event.remove(Session, "after_commit", look)
+    assert seen and seen[-1] == ("cancel_overflow", "cancel_overflow"), seen
+    assert all(d == a for d, a in seen if d in ("overflow_needed", "cancel_overflow")), seen
+    reader.dispose()
     db.dispose()
