@@ -277,7 +277,7 @@ class Registrations:
 class ForecastParams:
     fit_sigma: float = 0.10
     """Log-residual a curve is allowed per fitted point (how far real crowds stray from smooth curves)."""
-    future_sigma: float = 0.20
+    future_sigma: float = 0.15
     """Relative doubt about the part of the crowd still to come, times (1 - share in)."""
     fit_step_min: float = 10.0
     """Series points used for the fit are at least this far apart (event time)."""

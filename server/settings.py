@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         5.0, ge=0, le=30, description="Counts are averaged over this many minutes before the forecast fits them (0: off)."
     )
     forecast_future_sigma: float = Field(
-        0.20, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
+        0.15, ge=0, le=2, description="Relative doubt about the crowd still to come, times (1 - share in)."
     )
     cancel_max_risk: float = Field(
         0.02, gt=0, lt=0.5, description="Cancel the overflow only when P(final >= target) is at most this."
