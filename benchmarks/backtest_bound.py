@@ -52,7 +52,7 @@ def observe(truth: backtest.Truth, index: int, seed: int, rng: np.random.Generat
         if k - lag < 0:
             counts.append(0.0)
             continue
-        secs = backtest._spread(float(t.inside[k - lag]), t.seats, t.fill_pref, rng)
+        secs = backtest.spread_over_sections(float(t.inside[k - lag]), t.seats, t.fill_pref)
         seen = np.clip(secs * t.bias[cams] * (1 + rng.normal(0, 0.03, secs.size)), 0, t.seats)
         counts.append(float((seen / measured[cams]).sum() if t.calibrated else seen.sum()) / t.capacity)
     queue = float(t.queue[k] * rng.uniform(0.8, 1.05)) / t.capacity if t.queue_camera else -1.0

@@ -234,7 +234,7 @@ def generate(index: int, seed: int, workdir: Path) -> tuple[SimEvent, Path, list
     seq = dict.fromkeys(cams, 0)
     for k, m in enumerate(minutes):
         ts = START + timedelta(minutes=float(m))
-        in_sections = _spread(inside[k], seats, t.fill_pref, rng)
+        in_sections = spread_over_sections(inside[k], seats, t.fill_pref)
         for i, cam in enumerate(cams):
             if cam in silent and silent[cam][0] <= m < silent[cam][1]:
                 continue
@@ -286,7 +286,8 @@ def registrations_for(event: SimEvent, rng: np.random.Generator) -> Registration
     return RegistrationsFigures(total, int(total * rng.uniform(0.4, 0.7)))
 
 
-def _spread(total: float, seats: np.ndarray, pref: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def spread_over_sections(total: float, seats: np.ndarray, pref: np.ndarray) -> np.ndarray:
+    """``total`` people over sections of ``seats``, each filling in proportion to its ``pref`` x seats."""
     want = pref * seats
     out = np.minimum(total * want / want.sum(), seats)
     for _ in range(3):  # what does not fit in full sections goes to the others
